@@ -1,0 +1,167 @@
+//! `upkeep up`, `stop`, `down` and `status`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::output::{table, Output};
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::instance::{self, InstanceStatus};
+use crate::site::Site;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Release version to run (as in releases/<version>/).
+    pub version: String,
+    /// Run as another copy with this name (its own project, volumes, ports, config).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    /// Seconds to wait for every container to be running and healthy.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Instance name (see `upkeep status`).
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One instance; all when omitted.
+    pub name: Option<String>,
+}
+
+pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
+    let lock = site.lock(&format!("up {}", args.version))?;
+    let engine = Engine::connect()?;
+    let compose = Compose::detect()?;
+    let rec = instance::prepare(site, &args.version, args.as_name.as_deref())?;
+    let st = instance::up(
+        site,
+        &lock,
+        &engine,
+        &compose,
+        &rec,
+        Duration::from_secs(args.timeout),
+    )?;
+    out.emit(&st, || {
+        format!("instance {} is {}\n{}", st.name, st.state, describe(&st))
+    })
+}
+
+pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
+    let lock = site.lock(&format!("stop {}", args.name))?;
+    let rec = instance::load(site, &args.name)?;
+    instance::stop(site, &lock, &Compose::detect()?, &rec)?;
+    out.emit(&rec, || {
+        format!(
+            "instance {} stopped (containers and volumes kept)",
+            rec.name
+        )
+    })
+}
+
+pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
+    let lock = site.lock(&format!("down {}", args.name))?;
+    let rec = instance::load(site, &args.name)?;
+    instance::down(site, &lock, &Compose::detect()?, &rec)?;
+    out.emit(&rec, || {
+        format!(
+            "instance {} is down; its volumes are kept: {}",
+            rec.name,
+            rec.volumes.values().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
+    let engine = Engine::connect()?;
+    let records = match &args.name {
+        Some(name) => vec![instance::load(site, name)?],
+        None => instance::list(site)?,
+    };
+    let mut statuses = records
+        .iter()
+        .map(|r| instance::status(site, &engine, r))
+        .collect::<Result<Vec<_>>>()?;
+    instance::fill_volume_sizes(&engine, &mut statuses);
+    out.emit(&statuses, || {
+        if statuses.is_empty() {
+            return "no instances: start one with `upkeep up VERSION`".into();
+        }
+        statuses
+            .iter()
+            .map(|st| {
+                format!(
+                    "instance {} (release {}): {}\n{}",
+                    st.name,
+                    st.release,
+                    st.state,
+                    describe(st)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    })
+}
+
+fn describe(st: &InstanceStatus) -> String {
+    let containers: Vec<Vec<String>> = st
+        .containers
+        .iter()
+        .map(|c| {
+            vec![
+                c.service.clone(),
+                c.name.clone(),
+                c.state.clone(),
+                c.health.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let volumes: Vec<Vec<String>> = st
+        .volumes
+        .iter()
+        .map(|v| {
+            vec![
+                v.key.clone(),
+                v.name.clone(),
+                if v.exists {
+                    v.size.clone().unwrap_or_else(|| "?".into())
+                } else {
+                    "absent".into()
+                },
+            ]
+        })
+        .collect();
+    let ports: Vec<Vec<String>> = st
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.service.clone(),
+                format!(
+                    "{}:{}",
+                    p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+                    p.host_port
+                ),
+                p.vendor_port.to_string(),
+            ]
+        })
+        .collect();
+    let mut parts = vec![format!("home: {}", st.home.display())];
+    if !containers.is_empty() {
+        parts.push(table(
+            &["SERVICE", "CONTAINER", "STATE", "HEALTH"],
+            &containers,
+        ));
+    }
+    parts.push(table(&["VOLUME", "DOCKER VOLUME", "SIZE"], &volumes));
+    if !ports.is_empty() {
+        parts.push(table(&["SERVICE", "HOST PORT", "VENDOR PORT"], &ports));
+    }
+    parts.join("\n")
+}

@@ -1,0 +1,85 @@
+//! Command-line interface: argument definitions and one file per command
+//! group. Each command calls the library and prints text or `--json`.
+
+mod instance;
+mod output;
+mod release;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::site::Site;
+
+/// Exit status for "another run holds the site lock".
+pub const EXIT_BUSY: i32 = 75;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upkeep",
+    version,
+    about = "Install, run, back up, restore and upgrade self-hosted docker-compose applications",
+    long_about = None
+)]
+pub struct Cli {
+    /// The install root (holds releases/); default: found by walking up from
+    /// the current folder.
+    #[arg(long, global = true, env = "UPKEEP_SITE", value_name = "DIR")]
+    pub site: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install a vendor bundle (folder, .tar, .tar.gz, .tar.zst) into releases/<version>/ and load its images.
+    Install(release::InstallArgs),
+    /// List installed releases, their images and instances.
+    Releases,
+    /// Start an instance of a release (the release's default copy, or another with --as).
+    Up(instance::UpArgs),
+    /// Stop an instance's containers (volumes and containers are kept).
+    Stop(instance::NameArgs),
+    /// Remove an instance's containers and networks (volumes are kept).
+    Down(instance::NameArgs),
+    /// Show instances: containers, health, volumes and ports.
+    Status(instance::StatusArgs),
+}
+
+/// Runs the parsed command; returns the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir()?;
+    let site = || Site::locate(cli.site.as_deref(), &cwd);
+    let out = output::Output { json: cli.json };
+    match &cli.command {
+        Command::Install(args) => release::install(&site()?, args, &out),
+        Command::Releases => release::releases(&site()?, &out),
+        Command::Up(args) => instance::up(&site()?, args, &out),
+        Command::Stop(args) => instance::stop(&site()?, args, &out),
+        Command::Down(args) => instance::down(&site()?, args, &out),
+        Command::Status(args) => instance::status(&site()?, args, &out),
+    }?;
+    Ok(0)
+}
+
+/// Exit status for an error: busy gets its own so scripts can retry.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<crate::site::Busy>().is_some())
+    {
+        EXIT_BUSY
+    } else {
+        1
+    }
+}

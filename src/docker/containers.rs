@@ -1,0 +1,76 @@
+//! Containers of a compose project, found by compose's labels (container
+//! names differ between compose v1 `p_s_1` and v2 `p-s-1`).
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use serde::Serialize;
+
+use super::Engine;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub image: String,
+    /// Engine state: running, exited, created, restarting…
+    pub state: String,
+    /// Health check status when the service has one: starting, healthy, unhealthy.
+    pub health: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
+impl ContainerInfo {
+    /// Running, and healthy if it has a health check.
+    pub fn is_ready(&self) -> bool {
+        self.state == "running" && self.health.as_deref().is_none_or(|h| h == "healthy")
+    }
+}
+
+impl Engine {
+    /// All containers (running or not) of compose project `project`.
+    pub fn project_containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        let label = format!("com.docker.compose.project={project}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .block_on(self.api.list_containers(Some(opts)))
+            .with_context(|| format!("listing containers of {project}"))?;
+        let mut out = Vec::new();
+        for c in list {
+            let id = c.id.unwrap_or_default();
+            let inspect = self
+                .block_on(self.api.inspect_container(&id, None))
+                .with_context(|| format!("inspecting container {id}"))?;
+            let state = inspect.state.unwrap_or_default();
+            let labels = c.labels.unwrap_or_default();
+            out.push(ContainerInfo {
+                name: inspect
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                service: labels
+                    .get("com.docker.compose.service")
+                    .cloned()
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+                health: state
+                    .health
+                    .and_then(|h| h.status)
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty() && s != "none"),
+                exit_code: state.exit_code,
+                id,
+            });
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+}

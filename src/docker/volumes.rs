@@ -1,0 +1,95 @@
+//! Named volumes, created with compose's labels so compose adopts them
+//! without the "already exists but was not created by Docker Compose" warning.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use bollard::models::VolumeCreateRequest;
+use serde::Serialize;
+
+use super::{is_not_found, Engine};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Engine {
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeInfo>> {
+        match self.block_on(self.api.inspect_volume(name)) {
+            Ok(v) => Ok(Some(VolumeInfo {
+                name: v.name,
+                labels: v.labels,
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting volume {name}")),
+        }
+    }
+
+    /// Creates volume `name` as compose would for `project`/`key`; an
+    /// existing volume is kept as it is (its data is never touched).
+    pub fn ensure_compose_volume(
+        &self,
+        name: &str,
+        project: &str,
+        key: &str,
+        compose_version: &str,
+    ) -> Result<VolumeInfo> {
+        if let Some(existing) = self.volume(name)? {
+            let owner = existing.labels.get("com.docker.compose.project");
+            if owner.is_some_and(|p| p != project) {
+                bail!(
+                    "volume {name} belongs to compose project {} but instance {project} wants it; \
+                     refusing to share data between instances",
+                    owner.map(String::as_str).unwrap_or("?")
+                );
+            }
+            return Ok(existing);
+        }
+        let labels = HashMap::from([
+            (
+                "com.docker.compose.project".to_string(),
+                project.to_string(),
+            ),
+            ("com.docker.compose.volume".to_string(), key.to_string()),
+            (
+                "com.docker.compose.version".to_string(),
+                compose_version.to_string(),
+            ),
+        ]);
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.block_on(self.api.create_volume(req))
+            .with_context(|| format!("creating volume {name}"))?;
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            labels,
+        })
+    }
+
+    /// Disk usage per volume name. The typed API client follows the newest
+    /// `/system/df` schema, which older engines (API 1.41) do not send, so
+    /// this asks the docker CLI, which speaks every version.
+    pub fn volume_sizes(&self) -> HashMap<String, String> {
+        let out = Command::new("docker")
+            .args(["system", "df", "-v", "--format", "{{json .Volumes}}"])
+            .output();
+        let Ok(out) = out else {
+            return HashMap::new();
+        };
+        #[derive(serde::Deserialize)]
+        struct Row {
+            #[serde(rename = "Name")]
+            name: String,
+            #[serde(rename = "Size")]
+            size: String,
+        }
+        let rows: Vec<Row> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        rows.into_iter().map(|r| (r.name, r.size)).collect()
+    }
+}

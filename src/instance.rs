@@ -1,0 +1,506 @@
+//! Instances: running copies of a release, each its own compose project
+//! with its own volume names and host ports. The default copy of a release
+//! lives in the release folder (as administrators run it today); further
+//! copies (`--as NAME`) get a home of their own under `instances/NAME/`,
+//! seeded from the release, so their config and local data never mix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{self, copy_tree};
+use crate::compose::env::read_env_file;
+use crate::compose::file::{InstanceRewrite, PublishedPort};
+use crate::compose::naming::{check_project_name, normalize_project_name};
+use crate::compose::runner::Project;
+use crate::compose::{Compose, ComposeFile};
+use crate::docker::{ContainerInfo, Engine};
+use crate::durable;
+use crate::release;
+use crate::site::{now_rfc3339, Site, SiteLock};
+
+/// What upkeep remembers of an instance (`.upkeep/instances/NAME.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Also the compose project name.
+    pub name: String,
+    pub release: String,
+    /// Compose's project directory: `.env` and relative paths resolve here.
+    pub home: PathBuf,
+    /// Volume key in the compose file → Docker volume name.
+    pub volumes: BTreeMap<String, String>,
+    pub ports: Vec<PortAssignment>,
+    pub created_at: String,
+}
+
+/// A vendor-published port and the host port this instance uses for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortAssignment {
+    pub service: String,
+    pub index: usize,
+    pub host_ip: Option<String>,
+    pub vendor_port: u16,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeStatus {
+    pub key: String,
+    pub name: String,
+    pub exists: bool,
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub release: String,
+    pub home: PathBuf,
+    /// running, starting, unhealthy, stopped or down.
+    pub state: String,
+    pub containers: Vec<ContainerInfo>,
+    pub volumes: Vec<VolumeStatus>,
+    pub ports: Vec<PortAssignment>,
+}
+
+/// The default instance name of a release: compose's name for its folder.
+pub fn default_name(version: &str) -> Result<String> {
+    let name = normalize_project_name(version);
+    if name.is_empty() {
+        bail!("release {version} gives no usable compose project name: pass --as NAME");
+    }
+    Ok(name)
+}
+
+fn record_path(site: &Site, name: &str) -> PathBuf {
+    site.instance_state_dir().join(format!("{name}.json"))
+}
+
+/// The generated effective compose file of an instance.
+pub fn effective_file(site: &Site, name: &str) -> PathBuf {
+    site.instance_state_dir()
+        .join(name)
+        .join("docker-compose.yml")
+}
+
+/// Loads an instance's record, with a helpful error if there is none.
+pub fn load(site: &Site, name: &str) -> Result<InstanceRecord> {
+    durable::read_json(&record_path(site, name))?.with_context(|| {
+        let known = list(site)
+            .map(|l| l.into_iter().map(|r| r.name).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        format!(
+            "no instance named {name} (known: {}); start one with `upkeep up VERSION [--as NAME]`",
+            if known.is_empty() { "none" } else { &known }
+        )
+    })
+}
+
+/// All instance records of the site, sorted by name.
+pub fn list(site: &Site) -> Result<Vec<InstanceRecord>> {
+    let dir = site.instance_state_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            if let Some(rec) = durable::read_json::<InstanceRecord>(&path)? {
+                out.push(rec);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Names of the instances of `version`.
+pub fn names_of_release(site: &Site, version: &str) -> Vec<String> {
+    list(site)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.release == version)
+        .map(|r| r.name)
+        .collect()
+}
+
+/// The record for `up VERSION [--as NAME]`: the existing one, or a new one
+/// with its home, volume names and host ports chosen (not yet saved).
+pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<InstanceRecord> {
+    let release_dir = release::release_dir(site, version)?;
+    let default = default_name(version)?;
+    let name = match as_name {
+        Some(n) => {
+            check_project_name(n)?;
+            n.to_string()
+        }
+        None => default.clone(),
+    };
+    if let Some(existing) = durable::read_json::<InstanceRecord>(&record_path(site, &name))? {
+        if existing.release != version {
+            bail!(
+                "instance {name} runs release {}, not {version}: to move it, use \
+                 `upkeep upgrade {name} --to {version}`; for another copy, pick a new --as NAME",
+                existing.release
+            );
+        }
+        return Ok(existing);
+    }
+    let home = if name == default {
+        release_dir.clone()
+    } else {
+        site.instance_homes_dir().join(&name)
+    };
+    let compose = vendor_compose(&release_dir)?;
+    let volumes = compose
+        .volume_keys()
+        .into_iter()
+        .map(|key| {
+            let volume = format!("{name}_{key}");
+            (key, volume)
+        })
+        .collect();
+    let env = read_env_file(&release_dir)?;
+    let ports = assign_ports(site, &name, &compose.published_ports(&env)?)?;
+    Ok(InstanceRecord {
+        name,
+        release: version.to_string(),
+        home,
+        volumes,
+        ports,
+        created_at: now_rfc3339(),
+    })
+}
+
+fn vendor_compose(release_dir: &Path) -> Result<ComposeFile> {
+    let path = bundle::compose_file_in(release_dir)
+        .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
+    ComposeFile::load(&path)
+}
+
+/// Keeps the vendor's host port where it is free; otherwise the next port
+/// that no other instance holds and nothing on the host listens on.
+fn assign_ports(site: &Site, name: &str, vendor: &[PublishedPort]) -> Result<Vec<PortAssignment>> {
+    let mut taken: BTreeSet<u16> = list(site)?
+        .into_iter()
+        .filter(|r| r.name != name)
+        .flat_map(|r| r.ports.into_iter().map(|p| p.host_port))
+        .collect();
+    let mut out = Vec::new();
+    for port in vendor {
+        let Some(vendor_port) = port.published else {
+            continue;
+        };
+        let ip = port.host_ip.as_deref().unwrap_or("0.0.0.0");
+        let host_port = (vendor_port..=u16::MAX)
+            .take(2000)
+            .find(|p| !taken.contains(p) && port_is_free(ip, *p))
+            .with_context(|| {
+                format!(
+                    "no free host port near {vendor_port} for {}/{}",
+                    port.service, port.target
+                )
+            })?;
+        taken.insert(host_port);
+        out.push(PortAssignment {
+            service: port.service.clone(),
+            index: port.index,
+            host_ip: port.host_ip.clone(),
+            vendor_port,
+            host_port,
+        });
+    }
+    Ok(out)
+}
+
+fn port_is_free(ip: &str, port: u16) -> bool {
+    TcpListener::bind((ip, port)).is_ok()
+}
+
+impl InstanceRecord {
+    pub fn project(&self, site: &Site) -> Project {
+        Project::new(&self.name, &self.home, &effective_file(site, &self.name))
+    }
+
+    fn is_default_copy(&self, site: &Site) -> bool {
+        self.home == site.release_dir(&self.release)
+    }
+
+    /// Writes the effective compose file from the vendor file as it is now.
+    fn write_effective(&self, site: &Site) -> Result<()> {
+        let release_dir = site.release_dir(&self.release);
+        let compose = vendor_compose(&release_dir)?;
+        let rewrite = InstanceRewrite {
+            volume_names: self.volumes.clone(),
+            host_ports: self
+                .ports
+                .iter()
+                .map(|p| ((p.service.clone(), p.index), p.host_port))
+                .collect(),
+            name_prefix: (!self.is_default_copy(site)).then(|| self.name.clone()),
+            header: format!(
+                "# Generated by upkeep for instance {} from {}/docker-compose.yml; do not edit.\n\
+                 # Change the vendor file or the instance's .env instead: this file is rewritten\n\
+                 # before every compose command.\n",
+                self.name,
+                release_dir.display()
+            ),
+        };
+        let text = compose.effective(&rewrite, &read_env_file(&self.home)?)?;
+        durable::write_atomic(&effective_file(site, &self.name), text.as_bytes(), 0o600)
+    }
+}
+
+/// Seeds a copy's home from the release: config and local data, not the
+/// vendor compose file (the effective file replaces it) nor image archives.
+fn seed_home(site: &Site, rec: &InstanceRecord) -> Result<()> {
+    if rec.home.exists() {
+        return Ok(());
+    }
+    let parent = rec.home.parent().expect("home is under instances/");
+    fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}-", rec.name))
+        .tempdir_in(parent)?;
+    let release_dir = site.release_dir(&rec.release);
+    let skip = |rel: &Path| {
+        let name = rel.to_string_lossy();
+        !(name.starts_with("containers.tar")
+            || name == "SHA256SUMS"
+            || bundle::compose_file_in(&release_dir).is_some_and(|c| c.ends_with(&*name)))
+    };
+    copy_tree(&release_dir, staging.path(), Path::new(""), &skip)?;
+    fs::rename(staging.keep(), &rec.home)
+        .with_context(|| format!("creating instance home {}", rec.home.display()))?;
+    durable::sync_dir(parent)?;
+    Ok(())
+}
+
+/// Brings an instance up: saves its record, writes its effective file,
+/// creates its volumes with compose's labels, runs `compose up -d` and waits
+/// until every container is running and healthy (or `timeout` passes).
+pub fn up(
+    site: &Site,
+    _lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    timeout: Duration,
+) -> Result<InstanceStatus> {
+    let missing: Vec<String> = release::images(&site.release_dir(&rec.release))?
+        .into_values()
+        .filter(|img| !engine.image_exists(img).unwrap_or(false))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "images of release {} are missing from the engine: {}. Load them with \
+             `docker load -i releases/{}/containers.tar` (or reinstall the bundle)",
+            rec.release,
+            missing.join(", "),
+            rec.release
+        );
+    }
+    seed_home(site, rec)?;
+    durable::write_json(&record_path(site, &rec.name), rec)?;
+    rec.write_effective(site)?;
+    let project = rec.project(site);
+    compose.validate(&project)?;
+    for (key, volume) in &rec.volumes {
+        engine.ensure_compose_volume(volume, &rec.name, key, compose.label_version())?;
+    }
+    compose.run(&project, &["up", "-d"])?;
+    wait_ready(site, engine, rec, timeout)
+}
+
+fn wait_ready(
+    site: &Site,
+    engine: &Engine,
+    rec: &InstanceRecord,
+    timeout: Duration,
+) -> Result<InstanceStatus> {
+    let start = Instant::now();
+    loop {
+        let st = status(site, engine, rec)?;
+        if st.state == "running" {
+            return Ok(st);
+        }
+        let failed: Vec<&ContainerInfo> = st
+            .containers
+            .iter()
+            .filter(|c| c.health.as_deref() == Some("unhealthy") || exited_badly(c))
+            .collect();
+        if !failed.is_empty() || start.elapsed() > timeout {
+            let culprits: Vec<String> = st
+                .containers
+                .iter()
+                .filter(|c| !c.is_ready() && !exited_cleanly(c))
+                .map(|c| {
+                    format!(
+                        "{} ({}{})",
+                        c.name,
+                        c.state,
+                        c.health
+                            .as_ref()
+                            .map(|h| format!(", {h}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            bail!(
+                "instance {} did not become ready within {}s: {}. See `docker logs <container>`",
+                rec.name,
+                start.elapsed().as_secs(),
+                culprits.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn exited_badly(c: &ContainerInfo) -> bool {
+    c.state == "exited" && c.exit_code.unwrap_or(0) != 0
+}
+
+fn exited_cleanly(c: &ContainerInfo) -> bool {
+    c.state == "exited" && c.exit_code == Some(0)
+}
+
+/// Stops an instance's containers (keeps containers and volumes).
+pub fn stop(site: &Site, _lock: &SiteLock, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+    rec.write_effective(site)?;
+    compose.run(&rec.project(site), &["stop"])
+}
+
+/// Removes an instance's containers and networks; volumes are kept.
+pub fn down(site: &Site, _lock: &SiteLock, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+    rec.write_effective(site)?;
+    compose.run(&rec.project(site), &["down"])
+}
+
+/// Containers, health, volumes and ports of an instance.
+pub fn status(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Result<InstanceStatus> {
+    let _ = site;
+    let containers = engine.project_containers(&rec.name)?;
+    let mut volumes = Vec::new();
+    for (key, name) in &rec.volumes {
+        volumes.push(VolumeStatus {
+            key: key.clone(),
+            name: name.clone(),
+            exists: engine.volume(name)?.is_some(),
+            size: None,
+        });
+    }
+    let state = overall_state(&containers);
+    Ok(InstanceStatus {
+        name: rec.name.clone(),
+        release: rec.release.clone(),
+        home: rec.home.clone(),
+        state,
+        containers,
+        volumes,
+        ports: rec.ports.clone(),
+    })
+}
+
+/// Adds volume sizes to statuses (one engine-wide query for all of them).
+pub fn fill_volume_sizes(engine: &Engine, statuses: &mut [InstanceStatus]) {
+    let sizes = engine.volume_sizes();
+    for st in statuses {
+        for v in &mut st.volumes {
+            v.size = sizes.get(&v.name).cloned();
+        }
+    }
+}
+
+fn overall_state(containers: &[ContainerInfo]) -> String {
+    let live: Vec<&ContainerInfo> = containers.iter().filter(|c| !exited_cleanly(c)).collect();
+    let state = if containers.is_empty() {
+        "down"
+    } else if live.iter().all(|c| c.is_ready()) && !live.is_empty() {
+        "running"
+    } else if live.iter().all(|c| c.state != "running") {
+        "stopped"
+    } else if live
+        .iter()
+        .any(|c| c.health.as_deref() == Some("unhealthy"))
+    {
+        "unhealthy"
+    } else {
+        "starting"
+    };
+    state.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(state: &str, health: Option<&str>, exit: i64) -> ContainerInfo {
+        ContainerInfo {
+            id: "x".into(),
+            name: "x".into(),
+            service: "s".into(),
+            image: "i".into(),
+            state: state.into(),
+            health: health.map(str::to_string),
+            exit_code: Some(exit),
+        }
+    }
+
+    #[test]
+    fn overall_state_reflects_health() {
+        assert_eq!(overall_state(&[]), "down");
+        assert_eq!(
+            overall_state(&[c("running", Some("healthy"), 0)]),
+            "running"
+        );
+        assert_eq!(
+            overall_state(&[c("running", Some("starting"), 0)]),
+            "starting"
+        );
+        assert_eq!(
+            overall_state(&[c("running", None, 0), c("running", Some("unhealthy"), 0)]),
+            "unhealthy"
+        );
+        assert_eq!(overall_state(&[c("exited", None, 137)]), "stopped");
+        // A one-shot job that finished does not keep the instance from running.
+        assert_eq!(
+            overall_state(&[c("running", None, 0), c("exited", None, 0)]),
+            "running"
+        );
+    }
+
+    #[test]
+    fn default_names_follow_compose() {
+        assert_eq!(default_name("v1.0.0").unwrap(), "v100");
+        assert!(default_name("...").is_err());
+    }
+
+    #[test]
+    fn ports_skip_ones_held_by_other_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = Site::create(dir.path()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = listener.local_addr().unwrap().port();
+        let vendor = vec![PublishedPort {
+            service: "app".into(),
+            index: 0,
+            host_ip: Some("127.0.0.1".into()),
+            published: Some(busy),
+            target: "80".into(),
+            protocol: None,
+        }];
+        let got = assign_ports(&site, "copy", &vendor).unwrap();
+        assert_ne!(
+            got[0].host_port, busy,
+            "a port in use on the host is skipped"
+        );
+        assert_eq!(got[0].vendor_port, busy);
+    }
+}

@@ -1,0 +1,13 @@
+//! upkeep: install, run, back up, restore and upgrade self-hosted docker-compose
+//! applications. The binary in `main.rs` only parses and prints; everything it
+//! does lives here, one concept per module (see DESIGN.md for the words).
+
+pub mod bundle;
+pub mod cli;
+pub mod compose;
+pub mod docker;
+pub mod durable;
+pub mod instance;
+pub mod progress;
+pub mod release;
+pub mod site;
