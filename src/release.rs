@@ -89,6 +89,7 @@ pub fn install(
 ) -> Result<Installed> {
     let releases = site.releases_dir();
     fs::create_dir_all(&releases)?;
+    remove_stale_staging(&releases)?;
     // Beside the final place, so the last step is an atomic rename; removed
     // on every early return by TempDir's drop.
     let staging = tempfile::Builder::new()
@@ -135,6 +136,24 @@ pub fn install(
         checksums_verified,
         loaded,
     })
+}
+
+/// Staging folders of installs that died (we hold the lock, so no live run
+/// owns one); they hold only a partial copy of a bundle.
+fn remove_stale_staging(releases: &Path) -> Result<()> {
+    for entry in fs::read_dir(releases)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(".incoming-") && path.is_dir() {
+            tracing::warn!(
+                "removing {} left by an install that was interrupted",
+                path.display()
+            );
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("removing stale staging folder {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn bundle_version(root: &Path, flag: Option<&str>) -> Result<String> {

@@ -1,0 +1,297 @@
+//! Shared harness for integration tests: real Docker Engine, real compose,
+//! real Postgres in containers. Nothing here is mocked; if the engine is not
+//! reachable every test fails with a message that says so.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const PG_USER: &str = "graphistry";
+pub const PG_DB: &str = "graphistry";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the sample bundles are, building images and bundles on first use.
+pub fn bundles() -> &'static Path {
+    static BUNDLES: OnceLock<PathBuf> = OnceLock::new();
+    BUNDLES.get_or_init(|| {
+        let v = Command::new("docker").arg("version").output();
+        match v {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "the Docker Engine is not reachable; integration tests need it:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("the docker CLI cannot run ({e}); integration tests need Docker"),
+        }
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/fixtures.sh"))
+            .status()
+            .expect("running scripts/fixtures.sh");
+        assert!(
+            status.success(),
+            "scripts/fixtures.sh failed: test images or bundles could not be built"
+        );
+        let dir = std::env::var_os("UPKEEP_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/fixtures"))
+            .join("bundles");
+        assert!(
+            dir.join("upkeep-sample-v1.0.0").is_dir(),
+            "no bundles in {}",
+            dir.display()
+        );
+        dir
+    })
+}
+
+pub fn bundle(version: &str) -> PathBuf {
+    bundles().join(format!("upkeep-sample-{version}"))
+}
+
+/// A name unique to this test process, usable as a compose project name.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A scratch site; removes the compose projects it was told about on drop.
+pub struct TestSite {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    projects: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestSite {
+    pub fn new() -> TestSite {
+        let base = repo_root().join("target/test-sites");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("site-")
+            .tempdir_in(&base)
+            .unwrap();
+        let root = dir.path().to_path_buf();
+        TestSite {
+            _dir: dir,
+            root,
+            projects: Default::default(),
+        }
+    }
+
+    /// Removes this project's containers, networks and volumes now and on drop.
+    pub fn track(&self, project: &str) {
+        purge_project(project);
+        self.projects.lock().unwrap().push(project.to_string());
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upkeep"));
+        cmd.arg("--site").arg(&self.root).args(args);
+        cmd.env("UPKEEP_NO_PROGRESS", "1").stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running upkeep")
+    }
+
+    /// Runs upkeep and returns stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "upkeep {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs upkeep expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "upkeep {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).expect("valid JSON output")
+    }
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        for p in self.projects.lock().unwrap().iter() {
+            purge_project(p);
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes everything Docker holds for a compose project (test cleanup).
+pub fn purge_project(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    for id in docker(&["ps", "-aq", "--filter", &filter]).split_whitespace() {
+        docker(&["rm", "-f", "-v", id]);
+    }
+    for id in docker(&["network", "ls", "-q", "--filter", &filter]).split_whitespace() {
+        docker(&["network", "rm", id]);
+    }
+    for name in docker(&["volume", "ls", "-q", "--filter", &filter]).split_whitespace() {
+        docker(&["volume", "rm", "-f", name]);
+    }
+}
+
+/// The container id of `service` in compose project `project`.
+pub fn container(project: &str, service: &str) -> String {
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ]);
+    let id = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !id.is_empty(),
+        "no running {service} container in project {project}"
+    );
+    id
+}
+
+/// Runs SQL as the app's user over the container's local socket (no password
+/// on any command line) and returns psql's unaligned output.
+pub fn psql(project: &str, sql: &str) -> String {
+    let id = container(project, "postgres");
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            "-u",
+            "postgres",
+            &id,
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            PG_USER,
+            "-d",
+            PG_DB,
+            "-XtAc",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql in {project} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn volume_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["volume", "inspect", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+pub fn volume_label(name: &str, label: &str) -> String {
+    docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        &format!("{{{{index .Labels \"{label}\"}}}}"),
+        name,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// GET / on 127.0.0.1:port, retried for up to 30 s.
+pub fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_get(port) {
+            Ok(body) if body.starts_with("HTTP/1") => return body,
+            other if Instant::now() > deadline => {
+                panic!("no HTTP answer on port {port}: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+fn try_get(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+pub fn sha256(path: &Path) -> String {
+    upkeep::durable::sha256_file(path).unwrap()
+}
+
+/// Every path below `root` with its kind, mode and content digest: equal
+/// listings mean nothing was added, removed or changed.
+pub fn tree_listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                out.push(format!("d {rel} {mode:o}"));
+                walk(root, &p, out);
+            } else if meta.is_file() {
+                out.push(format!("f {rel} {mode:o} {}", sha256(&p)));
+            } else {
+                out.push(format!("l {rel}"));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
