@@ -51,8 +51,8 @@ fn two_copies_of_a_release_run_side_by_side() {
     let (p1, p2) = (host_port(&site, "v100"), host_port(&site, &copy));
     assert_eq!(p1, 18080);
     assert_ne!(p1, p2);
-    assert!(http_get(p1).contains("hello"), "app of v100 answers");
-    assert!(http_get(p2).contains("hello"), "app of {copy} answers");
+    assert!(http_get(p1).contains("Hello from"), "app of v100 answers");
+    assert!(http_get(p2).contains("Hello from"), "app of {copy} answers");
 
     // Rows written to one copy's Postgres are absent from the other's.
     psql("v100", "CREATE TABLE notes(id int primary key, body text); INSERT INTO notes VALUES (1,'only in v100')");

@@ -162,12 +162,12 @@ impl ComposeFile {
         }
         if let Some(prefix) = &rewrite.name_prefix {
             for (_, svc) in services.iter_mut() {
-                prefix_string(&mut svc["container_name"], prefix);
+                prefix_string(svc, "container_name", prefix);
             }
             if let Some(nets) = doc.get_mut("networks").and_then(Value::as_mapping_mut) {
                 for (_, net) in nets.iter_mut() {
                     if !is_true(&net["external"]) {
-                        prefix_string(&mut net["name"], prefix);
+                        prefix_string(net, "name", prefix);
                     }
                 }
             }
@@ -192,9 +192,13 @@ fn rewrite_volumes(doc: &mut Value, names: &BTreeMap<String, String>) {
     }
 }
 
-fn prefix_string(v: &mut Value, prefix: &str) {
-    if let Some(s) = v.as_str() {
-        *v = Value::String(format!("{prefix}-{s}"));
+/// Prefixes `parent[key]` when it is a string. (Indexing a `Value` mutably
+/// would insert a null for a missing key, which compose rejects.)
+fn prefix_string(parent: &mut Value, key: &str, prefix: &str) {
+    if let Some(v) = parent.get_mut(key) {
+        if let Some(s) = v.as_str() {
+            *v = Value::String(format!("{prefix}-{s}"));
+        }
     }
 }
 
@@ -373,6 +377,12 @@ networks:
         );
         assert_eq!(out.doc["services"]["app"]["container_name"], "copy2-app");
         assert_eq!(out.doc["networks"]["grph_net"]["name"], "copy2-grph_net");
+        assert!(
+            out.doc["services"]["postgres"]
+                .get("container_name")
+                .is_none(),
+            "{text}"
+        );
         // Untouched: the image keeps its variable for compose to expand.
         assert_eq!(
             out.doc["services"]["postgres"]["image"],

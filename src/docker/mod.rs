@@ -3,12 +3,16 @@
 //! `/var/lib/docker`, so remote, rootless and any storage driver work.
 
 mod containers;
+mod exec;
 mod images;
 mod stream;
+mod volume_data;
 mod volumes;
 
 pub use containers::ContainerInfo;
+pub use exec::{ExecOutput, ExecReader, ExecSpec};
 pub use stream::StreamReader;
+pub use volume_data::VolumeArchive;
 pub use volumes::VolumeInfo;
 
 use std::future::Future;

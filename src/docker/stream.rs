@@ -20,7 +20,6 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    #[allow(dead_code)] // used by volume and exec streams (backup)
     pub(super) fn new(handle: Handle, stream: ByteStream) -> StreamReader {
         StreamReader {
             handle,

@@ -1,0 +1,108 @@
+//! A volume's files as a tar stream, out of and into the engine. A helper
+//! container is created (never started) with the volume mounted; the
+//! engine's archive endpoint reads or writes through it. Any local image
+//! serves, so nothing is pulled.
+
+use std::io::{self, Read};
+
+use anyhow::{Context, Result};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+
+use super::stream::{body_from_reader, StreamReader};
+use super::Engine;
+
+const MOUNT: &str = "/upkeep-volume";
+
+/// A volume's tar stream; removes its helper container when dropped.
+pub struct VolumeArchive<'e> {
+    engine: &'e Engine,
+    container: String,
+    stream: StreamReader,
+}
+
+impl Read for VolumeArchive<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Drop for VolumeArchive<'_> {
+    fn drop(&mut self) {
+        self.engine.remove_container(&self.container);
+    }
+}
+
+impl Engine {
+    fn helper_container(&self, volume: &str, image: &str, read_only: bool) -> Result<String> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            // Never started; an entrypoint is still required by some images.
+            cmd: Some(vec!["true".into()]),
+            labels: Some([("org.upkeep.helper".to_string(), volume.to_string())].into()),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Mount {
+                    target: Some(MOUNT.into()),
+                    source: Some(volume.into()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(read_only),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .block_on(self.api.create_container(None, body))
+            .with_context(|| {
+                format!("creating a helper container for volume {volume} from image {image}")
+            })?;
+        Ok(created.id)
+    }
+
+    pub(super) fn remove_container(&self, id: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        if let Err(e) = self.block_on(self.api.remove_container(id, Some(opts))) {
+            tracing::warn!("could not remove helper container {id}: {e}");
+        }
+    }
+
+    /// Streams the content of `volume` as a tar (entries rooted at `./`).
+    pub fn read_volume(&self, volume: &str, image: &str) -> Result<VolumeArchive<'_>> {
+        let container = self.helper_container(volume, image, true)?;
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(&format!("{MOUNT}/."))
+            .build();
+        let stream = self.api.download_from_container(&container, Some(opts));
+        Ok(VolumeArchive {
+            engine: self,
+            stream: StreamReader::new(self.rt.handle().clone(), Box::pin(stream)),
+            container,
+        })
+    }
+
+    /// Unpacks a tar stream into `volume`, keeping owners, modes and times.
+    pub fn write_volume<R: Read + Send + 'static>(
+        &self,
+        volume: &str,
+        image: &str,
+        tar: R,
+    ) -> Result<()> {
+        let container = self.helper_container(volume, image, false)?;
+        let opts = UploadToContainerOptionsBuilder::default()
+            .path(MOUNT)
+            .build();
+        let body = bollard::body_try_stream(body_from_reader(tar));
+        let result = self
+            .block_on(self.api.upload_to_container(&container, Some(opts), body))
+            .with_context(|| format!("writing into volume {volume}"));
+        self.remove_container(&container);
+        result
+    }
+}
