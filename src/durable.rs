@@ -87,6 +87,38 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     sha256_reader(f).with_context(|| format!("reading {}", path.display()))
 }
 
+/// A reader that hashes and counts what passes through it, so a stream's
+/// digest is known without reading it twice.
+pub struct Digesting<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Digesting<R> {
+    pub fn new(inner: R) -> Digesting<R> {
+        Digesting {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read and their SHA-256 (hex).
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;

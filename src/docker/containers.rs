@@ -74,3 +74,57 @@ impl Engine {
         Ok(out)
     }
 }
+
+impl Engine {
+    /// The environment of a container, as `NAME → value`.
+    pub fn container_env(&self, container: &str) -> Result<HashMap<String, String>> {
+        let inspect = self
+            .block_on(self.api.inspect_container(container, None))
+            .with_context(|| format!("inspecting container {container}"))?;
+        let env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+        Ok(env
+            .into_iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect())
+    }
+
+    /// Runs `cmd` once in a fresh container of `image` (entrypoint
+    /// replaced, no network) and returns what it printed.
+    pub fn run_once(&self, image: &str, cmd: &[&str]) -> Result<String> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptions};
+        use futures_util::StreamExt;
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            cmd: Some(Vec::new()),
+            network_disabled: Some(true),
+            labels: Some([("org.upkeep.helper".to_string(), "run".to_string())].into()),
+            host_config: Some(HostConfig::default()),
+            ..Default::default()
+        };
+        let id = self
+            .block_on(self.api.create_container(None, body))
+            .with_context(|| format!("creating a container from {image}"))?
+            .id;
+        let result = self.block_on(async {
+            self.api.start_container(&id, None).await?;
+            let mut wait = self.api.wait_container(&id, None::<WaitContainerOptions>);
+            while let Some(item) = wait.next().await {
+                // A non-zero exit arrives as an error; the output says why.
+                if item.is_err() {
+                    break;
+                }
+            }
+            let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+            let mut logs = self.api.logs(&id, Some(opts));
+            let mut text = String::new();
+            while let Some(line) = logs.next().await {
+                text.push_str(&line?.to_string());
+            }
+            Ok::<_, bollard::errors::Error>(text)
+        });
+        self.remove_container(&id);
+        result.with_context(|| format!("running `{}` in {image}", cmd.join(" ")))
+    }
+}

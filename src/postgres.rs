@@ -1,0 +1,165 @@
+//! Postgres by its own tools, inside its own container: `pg_dump`,
+//! `pg_dumpall --globals-only`, `pg_restore`, `psql`. Credentials reach the
+//! tools through the exec's environment (PGUSER, PGPASSWORD, PGDATABASE),
+//! never through argv, so `ps` on the host or in the container never shows
+//! the password.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::docker::{Engine, ExecReader, ExecSpec};
+use crate::profile::PostgresProfile;
+
+/// A running Postgres server and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub container: String,
+    pub user: String,
+    password: String,
+    pub database: String,
+}
+
+/// Exact row counts per table (`schema.table`), to verify a restore.
+pub type RowCounts = BTreeMap<String, i64>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub major: u32,
+    pub version: String,
+}
+
+impl Server {
+    /// Finds the credentials in the container's environment, as the
+    /// profile names them.
+    pub fn from_container(engine: &Engine, container: &str, pg: &PostgresProfile) -> Result<Server> {
+        let env = engine.container_env(container)?;
+        let get = |var: &str| env.get(var).cloned();
+        let user = get(&pg.user_var).unwrap_or_else(|| "postgres".into());
+        let password = get(&pg.password_var).unwrap_or_default();
+        let database = get(&pg.db_var).unwrap_or_else(|| user.clone());
+        Ok(Server {
+            container: container.to_string(),
+            user,
+            password,
+            database,
+        })
+    }
+
+    fn spec(&self, cmd: &[&str]) -> ExecSpec {
+        // The local socket first (trust auth in most images), with the
+        // password in the environment for images that require it.
+        ExecSpec::new(&self.container, cmd).env(vec![
+            format!("PGUSER={}", self.user),
+            format!("PGPASSWORD={}", self.password),
+            format!("PGDATABASE={}", self.database),
+        ])
+    }
+
+    /// Runs one SQL statement and returns psql's unaligned, tuples-only output.
+    pub fn query(&self, engine: &Engine, sql: &str) -> Result<String> {
+        let spec = self.spec(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-F", "\t", "-f", "-"]);
+        let out = engine.exec(&spec, Some(&mut sql.as_bytes()))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Waits (bounded) until the server accepts queries.
+    pub fn wait_ready(&self, engine: &Engine, timeout: std::time::Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.query(engine, "SELECT 1") {
+                Ok(s) if s == "1" => return Ok(()),
+                Ok(_) | Err(_) if start.elapsed() < timeout => {
+                    std::thread::sleep(std::time::Duration::from_millis(500))
+                }
+                Ok(other) => bail!("Postgres answered `{other}` to SELECT 1"),
+                Err(e) => return Err(e).context("Postgres did not accept connections in time"),
+            }
+        }
+    }
+
+    pub fn facts(&self, engine: &Engine) -> Result<ServerFacts> {
+        let out = self.query(engine, "SHOW server_version_num; SHOW server_version;")?;
+        let mut lines = out.lines();
+        let num: u32 = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("unexpected answer to SHOW server_version_num")?;
+        Ok(ServerFacts {
+            major: num / 10000,
+            version: lines.next().unwrap_or_default().trim().to_string(),
+        })
+    }
+
+    /// Exact row counts of every user table of the database.
+    pub fn row_counts(&self, engine: &Engine) -> Result<RowCounts> {
+        let sql = "SELECT format('%I.%I', table_schema, table_name), \
+            (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
+            table_schema, table_name), false, true, '')))[1]::text \
+            FROM information_schema.tables \
+            WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') \
+            ORDER BY 1";
+        let out = self.query(engine, sql)?;
+        let mut counts = RowCounts::new();
+        for line in out.lines().filter(|l| !l.is_empty()) {
+            let (table, n) = line.split_once('\t').context("unexpected row count output")?;
+            counts.insert(table.to_string(), n.trim().parse().context("row count")?);
+        }
+        Ok(counts)
+    }
+
+    /// `pg_dump -Fc` of the database, streamed (consistent via MVCC, no downtime).
+    pub fn dump<'e>(&self, engine: &'e Engine) -> Result<ExecReader<'e>> {
+        engine.exec_reader(&self.spec(&["pg_dump", "-Fc", "--no-password"]))
+    }
+
+    /// Roles and other cluster-wide objects (`pg_dumpall --globals-only`).
+    pub fn dump_globals<'e>(&self, engine: &'e Engine) -> Result<ExecReader<'e>> {
+        engine.exec_reader(&self.spec(&["pg_dumpall", "--globals-only", "--no-password"]))
+    }
+
+    /// Replays globals; roles that already exist (the image created the
+    /// app's user from the restored .env) are not an error.
+    pub fn restore_globals(&self, engine: &Engine, sql: &mut (dyn Read + Send)) -> Result<()> {
+        let spec = self.spec(&["psql", "-X", "-q", "-d", "postgres", "-f", "-"]);
+        let out = engine.exec(&spec, Some(sql))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines().filter(|l| l.contains("ERROR") && !l.contains("already exists")) {
+            tracing::warn!("restoring roles: {line}");
+        }
+        Ok(())
+    }
+
+    /// `pg_restore` of a custom-format dump from `dump` into the database.
+    pub fn restore(&self, engine: &Engine, dump: &mut (dyn Read + Send)) -> Result<()> {
+        let spec = self.spec(&["pg_restore", "--exit-on-error", "--no-password", "-d", &self.database]);
+        engine
+            .exec(&spec, Some(dump))
+            .context("pg_restore failed; the target database may be partly restored")?;
+        Ok(())
+    }
+}
+
+/// The Postgres major version an image runs, asked of the image itself.
+pub fn image_major(engine: &Engine, image: &str) -> Result<u32> {
+    let out = engine.run_once(image, &["postgres", "--version"])?;
+    parse_version_major(&out).with_context(|| format!("`postgres --version` in {image} printed `{}`", out.trim()))
+}
+
+/// `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)` → 15.
+fn parse_version_major(text: &str) -> Option<u32> {
+    let after = text.split("PostgreSQL)").nth(1)?.trim();
+    after.split(['.', ' ']).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn major_from_version_text() {
+        assert_eq!(super::parse_version_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"), Some(15));
+        assert_eq!(super::parse_version_major("postgres (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(super::parse_version_major("bash: postgres: not found"), None);
+    }
+}

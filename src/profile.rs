@@ -1,0 +1,175 @@
+//! Profiles: what of an instance is config and what is data. Built in: the
+//! seed page's layout (config at the release root), the later layout (all
+//! state under `data/`) and a generic one; a release may carry its own
+//! `upkeep.toml`. Everything else about an app comes from its compose file.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::compose::ComposeFile;
+
+/// The file a vendor or administrator puts in a release to describe it.
+pub const PROFILE_FILE: &str = "upkeep.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    /// Config files and folders, relative to the instance's home; missing
+    /// ones are skipped.
+    pub config: Vec<String>,
+    #[serde(default)]
+    pub postgres: Option<PostgresProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresProfile {
+    /// The compose service running Postgres.
+    pub service: String,
+    /// The named volume holding its data directory.
+    pub data_volume: String,
+    /// Names of the variables, in the container's environment, that hold the
+    /// credentials (the official image's names by default).
+    #[serde(default = "default_user_var")]
+    pub user_var: String,
+    #[serde(default = "default_password_var")]
+    pub password_var: String,
+    #[serde(default = "default_db_var")]
+    pub db_var: String,
+}
+
+fn default_user_var() -> String {
+    "POSTGRES_USER".into()
+}
+fn default_password_var() -> String {
+    "POSTGRES_PASSWORD".into()
+}
+fn default_db_var() -> String {
+    "POSTGRES_DB".into()
+}
+
+/// Config of releases up to Graphistry 2.24: everything at the release root.
+const CLASSIC: &[&str] = &[".env", "Caddyfile", ".caddy", "etc/ssl", ".pivot-db"];
+/// Later releases keep config and local data under `data/`.
+const DATA_DIR: &[&str] = &[".env", "data"];
+
+/// The profile of a release: its `upkeep.toml`, else detected from its
+/// layout; `home` is where the instance's files are (config may be there).
+pub fn detect(release_dir: &Path, home: &Path, compose: &ComposeFile) -> Result<Profile> {
+    let custom = release_dir.join(PROFILE_FILE);
+    if custom.is_file() {
+        let text = std::fs::read_to_string(&custom)?;
+        let profile: Profile = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid profile", custom.display()))?;
+        check(&profile, compose).with_context(|| format!("in {}", custom.display()))?;
+        return Ok(profile);
+    }
+    let has = |p: &str| release_dir.join(p).exists() || home.join(p).exists();
+    let (name, config) = if has("data/config") {
+        ("graphistry-data", DATA_DIR)
+    } else if CLASSIC[1..].iter().any(|p| has(p)) {
+        ("graphistry-classic", CLASSIC)
+    } else {
+        ("generic", &[".env"][..])
+    };
+    Ok(Profile {
+        name: name.into(),
+        config: config.iter().map(|s| s.to_string()).collect(),
+        postgres: detect_postgres(compose),
+    })
+}
+
+/// The Postgres service: one named like it or running a postgres image,
+/// with the named volume mounted under /var/lib/postgresql.
+fn detect_postgres(compose: &ComposeFile) -> Option<PostgresProfile> {
+    for key in compose.volume_keys() {
+        for (service, target) in compose.volume_mounts(&key) {
+            if target.starts_with("/var/lib/postgresql") {
+                return Some(PostgresProfile {
+                    service,
+                    data_volume: key,
+                    user_var: default_user_var(),
+                    password_var: default_password_var(),
+                    db_var: default_db_var(),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
+    for path in &profile.config {
+        if Path::new(path).is_absolute() || path.split('/').any(|c| c == "..") {
+            bail!("config path `{path}` must be relative to the instance folder, without `..`");
+        }
+    }
+    if let Some(pg) = &profile.postgres {
+        if !compose.service_names().contains(&pg.service) {
+            bail!("the Postgres service `{}` is not in the compose file", pg.service);
+        }
+        if !compose.volume_keys().contains(&pg.data_volume) {
+            bail!("the Postgres data volume `{}` is not a named volume of the compose file", pg.data_volume);
+        }
+    }
+    Ok(())
+}
+
+impl Profile {
+    /// Whether a snapshot taken with `self` can be restored where `target` applies.
+    pub fn fits(&self, target: &Profile) -> Result<()> {
+        match (&self.postgres, &target.postgres) {
+            (Some(a), None) => bail!(
+                "the snapshot holds a Postgres database (service {}) but the target release has no \
+                 Postgres service: it cannot hold this data",
+                a.service
+            ),
+            (Some(a), Some(b)) if a.data_volume != b.data_volume => tracing::info!(
+                "Postgres data volume is {} in the snapshot and {} in the target",
+                a.data_volume,
+                b.data_volume
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPOSE: &str = "services:\n  postgres:\n    image: pg\n    volumes: [\"postgres_data:/var/lib/postgresql/data\", \"postgres_backups:/backups\"]\n  app:\n    image: app\nvolumes:\n  postgres_data: {}\n  postgres_backups: {}\n";
+
+    #[test]
+    fn detects_layouts_and_the_postgres_volume() {
+        let compose = ComposeFile::parse(COMPOSE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = detect(dir.path(), dir.path(), &compose).unwrap();
+        assert_eq!(p.name, "generic");
+        let pg = p.postgres.unwrap();
+        assert_eq!((pg.service.as_str(), pg.data_volume.as_str()), ("postgres", "postgres_data"));
+        std::fs::write(dir.path().join("Caddyfile"), "").unwrap();
+        assert_eq!(detect(dir.path(), dir.path(), &compose).unwrap().name, "graphistry-classic");
+        std::fs::create_dir_all(dir.path().join("data/config")).unwrap();
+        let p = detect(dir.path(), dir.path(), &compose).unwrap();
+        assert_eq!((p.name.as_str(), p.config.clone()), ("graphistry-data", vec![".env".to_string(), "data".into()]));
+    }
+
+    #[test]
+    fn upkeep_toml_wins_and_is_checked() {
+        let compose = ComposeFile::parse(COMPOSE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(PROFILE_FILE);
+        std::fs::write(&f, "name = \"acme\"\nconfig = [\"conf\"]\n[postgres]\nservice = \"postgres\"\ndata_volume = \"postgres_data\"\n").unwrap();
+        let p = detect(dir.path(), dir.path(), &compose).unwrap();
+        assert_eq!(p.name, "acme");
+        assert_eq!(p.postgres.unwrap().password_var, "POSTGRES_PASSWORD");
+        std::fs::write(&f, "name = \"bad\"\nconfig = [\"../etc\"]\n").unwrap();
+        assert!(detect(dir.path(), dir.path(), &compose).is_err());
+        std::fs::write(&f, "name = \"bad\"\nconfig = []\n[postgres]\nservice = \"db\"\ndata_volume = \"postgres_data\"\n").unwrap();
+        let err = format!("{:#}", detect(dir.path(), dir.path(), &compose).unwrap_err());
+        assert!(err.contains("`db` is not in the compose file"), "{err}");
+    }
+}
