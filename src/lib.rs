@@ -12,5 +12,6 @@ pub mod postgres;
 pub mod profile;
 pub mod progress;
 pub mod release;
+pub mod repo;
 pub mod site;
 pub mod snapshot;

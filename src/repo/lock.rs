@@ -1,0 +1,169 @@
+//! Lock files in `locks/`, compatible with restic's: a shared lock for backup,
+//! restore and check, an exclusive one for forget/prune. A lock is stale when
+//! it is older than 30 minutes, or when it was taken on this host by a process
+//! that no longer exists. Held locks are refreshed every 5 minutes, as restic does.
+
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::backend::{Backend, FileType};
+use super::crypto::Key;
+use super::error::{RepoError, Result};
+use super::format::LockFile;
+use super::id::Id;
+use super::repository::{format_time, hostname, now, parse_time, username, Repository};
+
+const STALE_AFTER: time::Duration = time::Duration::minutes(30);
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// A held lock; removed when dropped.
+pub struct Lock {
+    be: Arc<dyn Backend>,
+    current: Arc<Mutex<String>>,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn pid_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i64::from(i32::MAX) {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process' existence.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether a lock no longer counts.
+pub fn is_stale(l: &LockFile, now: OffsetDateTime) -> bool {
+    let Some(t) = parse_time(&l.time) else {
+        return true;
+    };
+    if now - t > STALE_AFTER {
+        return true;
+    }
+    l.hostname == hostname() && !pid_alive(l.pid)
+}
+
+fn save(be: &dyn Backend, key: &Key, version: u32, lf: &LockFile) -> Result<String> {
+    let json = serde_json::to_vec(lf).expect("serializable");
+    let data = if version >= 2 {
+        let mut v = vec![2u8];
+        v.extend(zstd::bulk::compress(&json, 3).map_err(|e| RepoError::io("zstd", e))?);
+        v
+    } else {
+        json
+    };
+    let enc = key.encrypt(&data);
+    let id = Id::hash(&enc).to_hex();
+    be.write(FileType::Lock, &id, &enc)?;
+    Ok(id)
+}
+
+fn describe(l: &LockFile) -> String {
+    format!(
+        "{} lock of {}@{} (pid {}) taken at {}",
+        if l.exclusive { "an exclusive" } else { "a" },
+        l.username,
+        l.hostname,
+        l.pid,
+        l.time
+    )
+}
+
+impl Lock {
+    /// Takes a lock of `kind`, or fails with [`RepoError::Locked`] naming the holder.
+    pub fn acquire(repo: &Repository, kind: LockKind) -> Result<Lock> {
+        let exclusive = kind == LockKind::Exclusive;
+        Lock::check_others(repo, exclusive, None)?;
+        let lf = new_lockfile(exclusive);
+        let id = save(repo.be.as_ref(), &repo.key, repo.config.version, &lf)?;
+        // a second look closes the race with a lock taken at the same moment
+        if let Err(e) = Lock::check_others(repo, exclusive, Some(&id)) {
+            let _ = repo.be.remove(FileType::Lock, &id);
+            return Err(e);
+        }
+        let current = Arc::new(Mutex::new(id));
+        let (tx, rx) = channel::<()>();
+        let (be, key, version, cur) = (
+            repo.be.clone(),
+            repo.key.clone(),
+            repo.config.version,
+            current.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
+                let lf = new_lockfile(exclusive);
+                if let Ok(new) = save(be.as_ref(), &key, version, &lf) {
+                    let old = std::mem::replace(&mut *cur.lock().expect("lock id"), new);
+                    let _ = be.remove(FileType::Lock, &old);
+                }
+            }
+        });
+        Ok(Lock {
+            be: repo.be.clone(),
+            current,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn check_others(repo: &Repository, exclusive: bool, own: Option<&str>) -> Result<()> {
+        let now = now();
+        for (name, _) in repo.be.list(FileType::Lock)? {
+            if Some(name.as_str()) == own {
+                continue;
+            }
+            let lf: LockFile = match repo.load_json(FileType::Lock, &name) {
+                Ok(l) => l,
+                // vanished in the meantime (released)
+                Err(RepoError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if is_stale(&lf, now) {
+                continue;
+            }
+            if exclusive || lf.exclusive {
+                return Err(RepoError::Locked {
+                    location: repo.location(),
+                    holder: describe(&lf),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_lockfile(exclusive: bool) -> LockFile {
+    // SAFETY: these calls have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    LockFile {
+        time: format_time(now()),
+        exclusive,
+        hostname: hostname(),
+        username: username(),
+        pid: i64::from(std::process::id()),
+        uid,
+        gid,
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let id = self.current.lock().expect("lock id").clone();
+        let _ = self.be.remove(FileType::Lock, &id);
+    }
+}
