@@ -67,6 +67,15 @@ pub struct SnapshotWriter<'r> {
     failed: Option<String>,
 }
 
+/// A chunk's id, the chunk, and its encoded form unless the index has it already.
+type Prepared = (Id, Vec<u8>, Option<(Vec<u8>, Option<u32>)>);
+
+fn prepare(repo: &Repository, idx: &Index, chunk: Vec<u8>) -> Prepared {
+    let id = Id::hash(&chunk);
+    let enc = (!idx.contains(&id, BlobType::Data)).then(|| repo.encode_blob(&chunk));
+    (id, chunk, enc)
+}
+
 /// Checks a stream name and splits it into its path segments.
 fn segments(name: &str) -> Result<Vec<&str>> {
     let parts: Vec<&str> = name.split('/').collect();
@@ -164,30 +173,42 @@ impl<'r> SnapshotWriter<'r> {
                 }
             }
         }
-        let mut chunker = Chunker::new(reader, &self.repo.tables);
-        let mut chunk = Vec::new();
+        // chunking runs on this thread while the previous chunk is hashed,
+        // compressed and encrypted on a second one
+        let repo: &'r Repository = self.repo;
+        let idx = self.idx.clone();
+        let mut chunker = Chunker::new(reader, &repo.tables);
         let mut content = Vec::new();
         let mut size = 0u64;
-        loop {
-            match chunker.next_chunk(&mut chunk) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    return Err(RepoError::Source {
+        std::thread::scope(|s| -> Result<()> {
+            let mut pending: Option<std::thread::ScopedJoinHandle<'_, Prepared>> = None;
+            let mut spare = Vec::new();
+            loop {
+                let mut chunk = std::mem::take(&mut spare);
+                let more = chunker
+                    .next_chunk(&mut chunk)
+                    .map_err(|e| RepoError::Source {
                         name: name.into(),
                         source: e,
-                    })
+                    });
+                if let Some(h) = pending.take() {
+                    let (id, plain, enc) = h.join().expect("blob worker panicked");
+                    self.store_data(id, &plain, enc)?;
+                    content.push(id);
+                    size += plain.len() as u64;
+                    self.bytes_done += plain.len() as u64;
+                    if let Some(p) = &self.progress {
+                        p(self.bytes_done);
+                    }
+                    spare = plain;
                 }
+                if !more? {
+                    return Ok(());
+                }
+                let idx = &*idx;
+                pending = Some(s.spawn(move || prepare(repo, idx, chunk)));
             }
-            let id = Id::hash(&chunk);
-            self.add_blob(BlobType::Data, id, &chunk)?;
-            content.push(id);
-            size += chunk.len() as u64;
-            self.bytes_done += chunk.len() as u64;
-            if let Some(p) = &self.progress {
-                p(self.bytes_done);
-            }
-        }
+        })?;
         let t = format_time(self.time);
         // SAFETY: no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -225,6 +246,27 @@ impl<'r> SnapshotWriter<'r> {
             name: name.into(),
             size,
         })
+    }
+
+    fn store_data(
+        &mut self,
+        id: Id,
+        plain: &[u8],
+        enc: Option<(Vec<u8>, Option<u32>)>,
+    ) -> Result<()> {
+        let Some((enc, uncompressed)) = enc else {
+            return Ok(());
+        };
+        if !self.seen.insert((id, BlobType::Data)) {
+            return Ok(());
+        }
+        self.summary.data_blobs += 1;
+        self.summary.data_added += plain.len() as u64;
+        self.data_pack.add(BlobType::Data, id, &enc, uncompressed);
+        if self.data_pack.size() >= TARGET_SIZE {
+            self.flush_pack(BlobType::Data)?;
+        }
+        Ok(())
     }
 
     fn add_blob(&mut self, tpe: BlobType, id: Id, plain: &[u8]) -> Result<()> {
