@@ -66,6 +66,8 @@ pub struct InstanceStatus {
     pub containers: Vec<ContainerInfo>,
     pub volumes: Vec<VolumeStatus>,
     pub ports: Vec<PortAssignment>,
+    /// An upgrade this instance takes part in, described for people.
+    pub upgrade: Option<String>,
 }
 
 /// The default instance name of a release: compose's name for its folder.
@@ -178,6 +180,41 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
     })
 }
 
+/// The record of the instance that replaces `old` on release `version`:
+/// named `as_name`, else the release's default name (when `old` is its
+/// release's default copy) or `<old>-<release>`; the vendor ports `old`
+/// published keep `old`'s host ports, since it replaces it.
+pub fn successor(
+    site: &Site,
+    old: &InstanceRecord,
+    version: &str,
+    as_name: Option<&str>,
+) -> Result<InstanceRecord> {
+    let default = default_name(version)?;
+    let name = match as_name {
+        Some(n) => n.to_string(),
+        None if old.home == site.release_dir(&old.release) => default.clone(),
+        None => format!("{}-{default}", old.name),
+    };
+    check_project_name(&name)?;
+    let mut rec = prepare(site, version, Some(&name))?;
+    for port in &mut rec.ports {
+        let inherited = old
+            .ports
+            .iter()
+            .find(|p| p.service == port.service && p.vendor_port == port.vendor_port)
+            .or_else(|| {
+                old.ports
+                    .iter()
+                    .find(|p| p.service == port.service && p.index == port.index)
+            });
+        if let Some(p) = inherited {
+            port.host_port = p.host_port;
+        }
+    }
+    Ok(rec)
+}
+
 fn vendor_compose(release_dir: &Path) -> Result<ComposeFile> {
     let path = bundle::compose_file_in(release_dir)
         .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
@@ -287,12 +324,27 @@ fn seed_home(site: &Site, rec: &InstanceRecord) -> Result<()> {
 /// until every container is running and healthy (or `timeout` passes).
 pub fn up(
     site: &Site,
-    _lock: &SiteLock,
+    lock: &SiteLock,
     engine: &Engine,
     compose: &Compose,
     rec: &InstanceRecord,
     timeout: Duration,
 ) -> Result<InstanceStatus> {
+    prepare_project(site, lock, engine, compose, rec)?;
+    start(site, engine, compose, rec, &[], timeout)
+}
+
+/// Everything before containers start: images present, home seeded,
+/// record saved, effective compose file written and accepted by compose,
+/// volumes created (empty ones stay empty until compose or a restore fills
+/// them).
+pub fn prepare_project(
+    site: &Site,
+    _lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+) -> Result<()> {
     let missing: Vec<String> = release::images(&site.release_dir(&rec.release))?
         .into_values()
         .filter(|img| !engine.image_exists(img).unwrap_or(false))
@@ -309,13 +361,45 @@ pub fn up(
     seed_home(site, rec)?;
     durable::write_json(&record_path(site, &rec.name), rec)?;
     rec.write_effective(site)?;
-    let project = rec.project(site);
-    compose.validate(&project)?;
+    compose.validate(&rec.project(site))?;
     for (key, volume) in &rec.volumes {
         engine.ensure_compose_volume(volume, &rec.name, key, compose.label_version())?;
     }
-    compose.run(&project, &["up", "-d"])?;
+    Ok(())
+}
+
+/// `compose up -d` of `services` (all when empty), then waits until the
+/// started containers are ready.
+pub fn start(
+    site: &Site,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    services: &[&str],
+    timeout: Duration,
+) -> Result<InstanceStatus> {
+    let mut args = vec!["up", "-d"];
+    args.extend_from_slice(services);
+    compose.run(&rec.project(site), &args)?;
     wait_ready(site, engine, rec, timeout)
+}
+
+/// Forgets an instance whose containers and volumes are gone (used when a
+/// restore or upgrade that created it is undone).
+pub fn remove_record(site: &Site, _lock: &SiteLock, name: &str) -> Result<()> {
+    for path in [record_path(site, name), effective_file(site, name)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// True when a record for `name` exists.
+pub fn exists(site: &Site, name: &str) -> bool {
+    record_path(site, name).is_file()
 }
 
 fn wait_ready(
@@ -405,6 +489,7 @@ pub fn status(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Result<Inst
         containers,
         volumes,
         ports: rec.ports.clone(),
+        upgrade: None,
     })
 }
 

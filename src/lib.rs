@@ -8,6 +8,7 @@ pub mod compose;
 pub mod docker;
 pub mod durable;
 pub mod instance;
+pub mod ops;
 pub mod postgres;
 pub mod profile;
 pub mod progress;

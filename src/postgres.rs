@@ -34,7 +34,11 @@ pub struct ServerFacts {
 impl Server {
     /// Finds the credentials in the container's environment, as the
     /// profile names them.
-    pub fn from_container(engine: &Engine, container: &str, pg: &PostgresProfile) -> Result<Server> {
+    pub fn from_container(
+        engine: &Engine,
+        container: &str,
+        pg: &PostgresProfile,
+    ) -> Result<Server> {
         let env = engine.container_env(container)?;
         let get = |var: &str| env.get(var).cloned();
         let user = get(&pg.user_var).unwrap_or_else(|| "postgres".into());
@@ -60,7 +64,17 @@ impl Server {
 
     /// Runs one SQL statement and returns psql's unaligned, tuples-only output.
     pub fn query(&self, engine: &Engine, sql: &str) -> Result<String> {
-        let spec = self.spec(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-F", "\t", "-f", "-"]);
+        let spec = self.spec(&[
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-F",
+            "\t",
+            "-f",
+            "-",
+        ]);
         let out = engine.exec(&spec, Some(&mut sql.as_bytes()))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -104,7 +118,9 @@ impl Server {
         let out = self.query(engine, sql)?;
         let mut counts = RowCounts::new();
         for line in out.lines().filter(|l| !l.is_empty()) {
-            let (table, n) = line.split_once('\t').context("unexpected row count output")?;
+            let (table, n) = line
+                .split_once('\t')
+                .context("unexpected row count output")?;
             counts.insert(table.to_string(), n.trim().parse().context("row count")?);
         }
         Ok(counts)
@@ -126,7 +142,10 @@ impl Server {
         let spec = self.spec(&["psql", "-X", "-q", "-d", "postgres", "-f", "-"]);
         let out = engine.exec(&spec, Some(sql))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines().filter(|l| l.contains("ERROR") && !l.contains("already exists")) {
+        for line in stderr
+            .lines()
+            .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
+        {
             tracing::warn!("restoring roles: {line}");
         }
         Ok(())
@@ -134,7 +153,13 @@ impl Server {
 
     /// `pg_restore` of a custom-format dump from `dump` into the database.
     pub fn restore(&self, engine: &Engine, dump: &mut (dyn Read + Send)) -> Result<()> {
-        let spec = self.spec(&["pg_restore", "--exit-on-error", "--no-password", "-d", &self.database]);
+        let spec = self.spec(&[
+            "pg_restore",
+            "--exit-on-error",
+            "--no-password",
+            "-d",
+            &self.database,
+        ]);
         engine
             .exec(&spec, Some(dump))
             .context("pg_restore failed; the target database may be partly restored")?;
@@ -145,7 +170,8 @@ impl Server {
 /// The Postgres major version an image runs, asked of the image itself.
 pub fn image_major(engine: &Engine, image: &str) -> Result<u32> {
     let out = engine.run_once(image, &["postgres", "--version"])?;
-    parse_version_major(&out).with_context(|| format!("`postgres --version` in {image} printed `{}`", out.trim()))
+    parse_version_major(&out)
+        .with_context(|| format!("`postgres --version` in {image} printed `{}`", out.trim()))
 }
 
 /// `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)` → 15.
@@ -158,8 +184,17 @@ fn parse_version_major(text: &str) -> Option<u32> {
 mod tests {
     #[test]
     fn major_from_version_text() {
-        assert_eq!(super::parse_version_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"), Some(15));
-        assert_eq!(super::parse_version_major("postgres (PostgreSQL) 17.2"), Some(17));
-        assert_eq!(super::parse_version_major("bash: postgres: not found"), None);
+        assert_eq!(
+            super::parse_version_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"),
+            Some(15)
+        );
+        assert_eq!(
+            super::parse_version_major("postgres (PostgreSQL) 17.2"),
+            Some(17)
+        );
+        assert_eq!(
+            super::parse_version_major("bash: postgres: not found"),
+            None
+        );
     }
 }

@@ -107,10 +107,16 @@ fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
     }
     if let Some(pg) = &profile.postgres {
         if !compose.service_names().contains(&pg.service) {
-            bail!("the Postgres service `{}` is not in the compose file", pg.service);
+            bail!(
+                "the Postgres service `{}` is not in the compose file",
+                pg.service
+            );
         }
         if !compose.volume_keys().contains(&pg.data_volume) {
-            bail!("the Postgres data volume `{}` is not a named volume of the compose file", pg.data_volume);
+            bail!(
+                "the Postgres data volume `{}` is not a named volume of the compose file",
+                pg.data_volume
+            );
         }
     }
     Ok(())
@@ -149,12 +155,21 @@ mod tests {
         let p = detect(dir.path(), dir.path(), &compose).unwrap();
         assert_eq!(p.name, "generic");
         let pg = p.postgres.unwrap();
-        assert_eq!((pg.service.as_str(), pg.data_volume.as_str()), ("postgres", "postgres_data"));
+        assert_eq!(
+            (pg.service.as_str(), pg.data_volume.as_str()),
+            ("postgres", "postgres_data")
+        );
         std::fs::write(dir.path().join("Caddyfile"), "").unwrap();
-        assert_eq!(detect(dir.path(), dir.path(), &compose).unwrap().name, "graphistry-classic");
+        assert_eq!(
+            detect(dir.path(), dir.path(), &compose).unwrap().name,
+            "graphistry-classic"
+        );
         std::fs::create_dir_all(dir.path().join("data/config")).unwrap();
         let p = detect(dir.path(), dir.path(), &compose).unwrap();
-        assert_eq!((p.name.as_str(), p.config.clone()), ("graphistry-data", vec![".env".to_string(), "data".into()]));
+        assert_eq!(
+            (p.name.as_str(), p.config.clone()),
+            ("graphistry-data", vec![".env".to_string(), "data".into()])
+        );
     }
 
     #[test]
@@ -169,7 +184,10 @@ mod tests {
         std::fs::write(&f, "name = \"bad\"\nconfig = [\"../etc\"]\n").unwrap();
         assert!(detect(dir.path(), dir.path(), &compose).is_err());
         std::fs::write(&f, "name = \"bad\"\nconfig = []\n[postgres]\nservice = \"db\"\ndata_volume = \"postgres_data\"\n").unwrap();
-        let err = format!("{:#}", detect(dir.path(), dir.path(), &compose).unwrap_err());
+        let err = format!(
+            "{:#}",
+            detect(dir.path(), dir.path(), &compose).unwrap_err()
+        );
         assert!(err.contains("`db` is not in the compose file"), "{err}");
     }
 }

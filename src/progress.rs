@@ -35,3 +35,18 @@ impl<R: Read> Read for Counted<R> {
         Ok(n)
     }
 }
+
+/// A byte counter for work of unknown size (a stream being backed up).
+pub fn bytes_spinner(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || std::env::var_os("UPKEEP_NO_PROGRESS").is_some() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}")
+            .expect("static template"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

@@ -31,6 +31,10 @@ pub struct ReleaseRecord {
     pub image_archive: Option<String>,
     /// What the engine said while loading (`Loaded image: …`).
     pub loaded: Vec<String>,
+    /// SHA-256 of every file as shipped (image archives excepted), so an
+    /// upgrade can tell the administrator's edits from vendor defaults.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// One installed release as `upkeep releases` shows it.
@@ -123,7 +127,12 @@ pub fn install(
         compose_sha256: durable::sha256_file(&compose_path)?,
         image_archive: archive.as_deref().map(file_name),
         loaded: loaded.clone(),
+        files: vendor_files(&root)?,
     };
+    // The vendor's .env as shipped: the baseline for merging config on upgrade.
+    if let Ok(env) = fs::read(root.join(".env")) {
+        durable::write_atomic(&vendor_env_path(site, &version), &env, 0o600)?;
+    }
     // Record first: a crash before the rename leaves a record without a
     // folder, which listing ignores and the next install overwrites.
     durable::write_json(&record_path(site, &version), &record)?;
@@ -212,6 +221,34 @@ fn load_archive(engine: &Engine, archive: &Path) -> Result<Vec<String>> {
     .with_context(|| format!("loading images from {name}"))?;
     bar.finish_and_clear();
     Ok(loaded)
+}
+
+/// Digests of the files a release ships, by relative path.
+fn vendor_files(root: &Path) -> Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let meta = fs::symlink_metadata(&path)?;
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && !rel.starts_with("containers.tar") {
+                files.insert(rel, durable::sha256_file(&path)?);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Where the vendor's pristine `.env` of a release is kept.
+pub fn vendor_env_path(site: &Site, version: &str) -> PathBuf {
+    site.release_records_dir().join(format!("{version}.env"))
 }
 
 fn file_name(p: &Path) -> String {

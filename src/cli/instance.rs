@@ -89,6 +89,13 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
         .map(|r| instance::status(site, &engine, r))
         .collect::<Result<Vec<_>>>()?;
     instance::fill_volume_sizes(&engine, &mut statuses);
+    let upgrades = crate::ops::upgrade::journals(site)?;
+    for st in &mut statuses {
+        st.upgrade = upgrades
+            .iter()
+            .find(|j| j.old == st.name || j.new == st.name)
+            .map(crate::ops::upgrade::describe);
+    }
     out.emit(&statuses, || {
         if statuses.is_empty() {
             return "no instances: start one with `upkeep up VERSION`".into();
@@ -96,8 +103,13 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
         statuses
             .iter()
             .map(|st| {
+                let upgrade = st
+                    .upgrade
+                    .as_ref()
+                    .map(|u| format!("\nupgrade: {u}"))
+                    .unwrap_or_default();
                 format!(
-                    "instance {} (release {}): {}\n{}",
+                    "instance {} (release {}): {}{upgrade}\n{}",
                     st.name,
                     st.release,
                     st.state,

@@ -1,9 +1,12 @@
 //! Command-line interface: argument definitions and one file per command
 //! group. Each command calls the library and prints text or `--json`.
 
+mod backup;
 mod instance;
 mod output;
 mod release;
+mod repository;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -54,6 +57,28 @@ pub enum Command {
     Down(instance::NameArgs),
     /// Show instances: containers, health, volumes and ports.
     Status(instance::StatusArgs),
+    /// Show what a backup of an instance captures (its profile).
+    Profile(backup::ProfileArgs),
+    /// Back up an instance into a snapshot: config, volumes, Postgres.
+    Backup(backup::BackupArgs),
+    /// Restore a snapshot into a release, as a new instance (or --force over one).
+    Restore(backup::RestoreArgs),
+    /// List snapshots in the repository.
+    Snapshots(repository::SnapshotsArgs),
+    /// Verify the repository's structure (and with --read-data every byte).
+    Check(repository::CheckArgs),
+    /// Remove snapshots by a retention policy (and with --prune their data).
+    Forget(repository::ForgetArgs),
+    /// Write one snapshot into a single self-contained file.
+    Export(repository::ExportArgs),
+    /// Read snapshots from a file written by `upkeep export`.
+    Import(repository::ImportArgs),
+    /// Print the site's repository password (keep a copy elsewhere).
+    Key,
+    /// Upgrade an instance to another release: plan, safety snapshot, migrate, verify, roll back on failure.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Return to the old instance of an upgrade (interrupted, failed or finished).
+    Rollback(upgrade::RollbackArgs),
 }
 
 /// Runs the parsed command; returns the process exit status.
@@ -68,6 +93,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stop(args) => instance::stop(&site()?, args, &out),
         Command::Down(args) => instance::down(&site()?, args, &out),
         Command::Status(args) => instance::status(&site()?, args, &out),
+        Command::Profile(args) => backup::profile(&site()?, args, &out),
+        Command::Backup(args) => backup::backup(&site()?, args, &out),
+        Command::Restore(args) => backup::restore(&site()?, args, &out),
+        Command::Snapshots(args) => repository::snapshots(&site()?, args, &out),
+        Command::Check(args) => return repository::check(&site()?, args, &out),
+        Command::Forget(args) => repository::forget(&site()?, args, &out),
+        Command::Export(args) => repository::export(&site()?, args, &out),
+        Command::Import(args) => repository::import(&site()?, args, &out),
+        Command::Key => repository::key(&site()?, &out),
+        Command::Upgrade(args) => upgrade::upgrade(&site()?, args, &out),
+        Command::Rollback(args) => upgrade::rollback(&site()?, args, &out),
     }?;
     Ok(0)
 }

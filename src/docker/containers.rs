@@ -84,7 +84,10 @@ impl Engine {
         let env = inspect.config.and_then(|c| c.env).unwrap_or_default();
         Ok(env
             .into_iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect())
     }
 
@@ -116,7 +119,10 @@ impl Engine {
                     break;
                 }
             }
-            let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+            let opts = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build();
             let mut logs = self.api.logs(&id, Some(opts));
             let mut text = String::new();
             while let Some(line) = logs.next().await {

@@ -75,9 +75,19 @@ impl Engine {
 
     /// Streams the content of `volume` as a tar (entries rooted at `./`).
     pub fn read_volume(&self, volume: &str, image: &str) -> Result<VolumeArchive<'_>> {
+        self.read_volume_path(volume, image, ".")
+    }
+
+    /// Streams `path` (relative to the volume's root) as a tar.
+    pub fn read_volume_path(
+        &self,
+        volume: &str,
+        image: &str,
+        path: &str,
+    ) -> Result<VolumeArchive<'_>> {
         let container = self.helper_container(volume, image, true)?;
         let opts = DownloadFromContainerOptionsBuilder::default()
-            .path(&format!("{MOUNT}/."))
+            .path(&format!("{MOUNT}/{path}"))
             .build();
         let stream = self.api.download_from_container(&container, Some(opts));
         Ok(VolumeArchive {

@@ -93,3 +93,18 @@ impl Engine {
         rows.into_iter().map(|r| (r.name, r.size)).collect()
     }
 }
+
+impl Engine {
+    /// Removes a volume and its data. Only for volumes upkeep itself
+    /// created in a run that is being undone, or that the user asked to replace.
+    pub fn remove_volume(&self, name: &str) -> Result<()> {
+        match self.block_on(
+            self.api
+                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>),
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing volume {name}")),
+        }
+    }
+}

@@ -13,7 +13,11 @@ use anyhow::{Context, Result};
 pub fn archive(home: &Path, paths: &[String]) -> Result<ConfigArchive> {
     let (reader, writer) = io::pipe().context("creating a pipe")?;
     let home = home.to_path_buf();
-    let present: Vec<String> = paths.iter().filter(|p| home.join(p).symlink_metadata().is_ok()).cloned().collect();
+    let present: Vec<String> = paths
+        .iter()
+        .filter(|p| home.join(p).symlink_metadata().is_ok())
+        .cloned()
+        .collect();
     let worker = std::thread::spawn(move || -> io::Result<()> {
         let mut tar = tar::Builder::new(writer);
         tar.follow_symlinks(false);
@@ -45,7 +49,8 @@ impl Read for ConfigArchive {
         let n = self.reader.read(buf)?;
         if n == 0 {
             if let Some(w) = self.worker.take() {
-                w.join().map_err(|_| io::Error::other("config archiver panicked"))??;
+                w.join()
+                    .map_err(|_| io::Error::other("config archiver panicked"))??;
             }
         }
         Ok(n)
@@ -70,8 +75,14 @@ pub fn restore(tar_stream: impl Read, home: &Path) -> Result<Vec<PathBuf>> {
         if target.is_file() || target.is_symlink() {
             fs::remove_file(&target)?;
         }
-        if !entry.unpack_in(home).with_context(|| format!("restoring {}", path.display()))? {
-            anyhow::bail!("config archive entry {} points outside the instance folder", path.display());
+        if !entry
+            .unpack_in(home)
+            .with_context(|| format!("restoring {}", path.display()))?
+        {
+            anyhow::bail!(
+                "config archive entry {} points outside the instance folder",
+                path.display()
+            );
         }
         written.push(path);
     }
@@ -96,19 +107,33 @@ mod tests {
         fs::write(&key, "secret").unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
-        fs::File::options().write(true).open(&key).unwrap().set_modified(t).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&key)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
         fs::write(src.path().join(".env"), "A=1\n").unwrap();
         let paths = vec![".env".to_string(), "etc/ssl".into(), "missing".into()];
         let mut tar = Vec::new();
-        archive(src.path(), &paths).unwrap().read_to_end(&mut tar).unwrap();
+        archive(src.path(), &paths)
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap();
 
         let dst = tempfile::tempdir().unwrap();
         fs::write(dst.path().join(".env"), "DEFAULT=1\n").unwrap();
         restore(&tar[..], dst.path()).unwrap();
         let got = dst.path().join("etc/ssl/server.key");
         assert_eq!(fs::read_to_string(&got).unwrap(), "secret");
-        assert_eq!(fs::metadata(&got).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&got).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::metadata(&got).unwrap().modified().unwrap(), t);
-        assert_eq!(fs::read_to_string(dst.path().join(".env")).unwrap(), "A=1\n");
+        assert_eq!(
+            fs::read_to_string(dst.path().join(".env")).unwrap(),
+            "A=1\n"
+        );
     }
 }

@@ -5,7 +5,7 @@
 pub mod config;
 pub mod manifest;
 
-pub use manifest::{Item, ItemKind, Manifest, PostgresItem};
+pub use manifest::{ImageRef, Item, ItemKind, Manifest, PostgresItem};
 
 /// Stream names inside a snapshot.
 pub const CONFIG_STREAM: &str = "config.tar";

@@ -295,3 +295,93 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
     walk(root, root, &mut out);
     out
 }
+
+/// A real S3-compatible server (moto) on a free loopback port; stopped on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto_server from a venv under target/ (installed from PyPI on first use).
+pub fn moto_server() -> Moto {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let venv = repo_root().join("target/moto-venv");
+    let bin = venv.join("bin/moto_server");
+    {
+        let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        if !bin.exists() {
+            let st = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .expect("python3 is required for the S3 tests");
+            assert!(st.success(), "python3 -m venv failed");
+            let st = Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "moto[s3,server]", "flask", "flask-cors"])
+                .status()
+                .unwrap();
+            assert!(
+                st.success(),
+                "pip install moto failed: the S3 tests need PyPI"
+            );
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    moto
+}
+
+/// A digest of every row of a table, to compare databases exactly.
+pub fn table_digest(project: &str, table: &str) -> String {
+    psql(project, &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"))
+}
+
+/// `path  sha256  mode  owner` of every file in a volume, read by a throwaway
+/// container of the test Postgres image.
+pub fn volume_listing(volume: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "run", "--rm", "--entrypoint", "sh", "-v", &format!("{volume}:/v:ro"), "upkeep-test/postgres:15", "-c",
+            "cd /v && find . -type f | sort | while read -r f; do echo \"$f $(sha256sum < \"$f\" | cut -c1-64) $(stat -c '%a %u:%g' \"$f\")\"; done",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "listing volume {volume}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Removes an instance's containers and volumes behind upkeep's back, as a
+/// disaster would.
+pub fn destroy(project: &str) {
+    purge_project(project);
+}

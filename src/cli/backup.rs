@@ -1,0 +1,225 @@
+//! `upkeep backup`, `upkeep restore` and `upkeep profile`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::output::{table, Output};
+use super::repository::RepoArgs;
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::instance;
+use crate::ops::backup::{self, BackupOptions};
+use crate::ops::restore::{self, RestoreOptions};
+use crate::ops::{repository, services, Ctx, Target};
+use crate::progress::bytes_spinner;
+use crate::site::Site;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Instance to back up (see `upkeep status`).
+    pub instance: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Extra tag for the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Copy volumes without stopping the services that use them.
+    #[arg(long)]
+    pub online: bool,
+    /// Also copy the Postgres data volume, with Postgres stopped.
+    #[arg(long)]
+    pub physical: bool,
+    /// Print what would be done, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or prefix, or `latest`).
+    pub snapshot: String,
+    /// Release to restore into (installed in releases/).
+    #[arg(long, value_name = "VERSION")]
+    pub into: String,
+    /// Instance name; default: the release's default instance.
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    /// Replace an existing instance (a safety snapshot of it is taken first).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Seconds to wait for containers to become ready.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Print what would be done, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Instance whose profile to show.
+    pub instance: String,
+}
+
+pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
+    let engine = Engine::connect()?;
+    let opts = BackupOptions {
+        tags: args.tags.clone(),
+        online: args.online,
+        physical: args.physical,
+    };
+    if args.dry_run {
+        let t = Target::load(site, instance::load(site, &args.instance)?)?;
+        let steps = backup::dry_run(site, &engine, &t, &opts)?;
+        return out.emit(&steps, || {
+            let mut text = format!("backup of {} would:", t.rec.name);
+            for (i, s) in steps.iter().enumerate() {
+                text += &format!("\n  {}. {}", i + 1, s.what);
+                if !s.stops.is_empty() {
+                    text += &format!(" (stopping {} meanwhile)", s.stops.join(", "));
+                }
+            }
+            text
+        });
+    }
+    let lock = site.lock(&format!("backup {}", args.instance))?;
+    let compose = Compose::detect()?;
+    services::recover(site, &compose)?;
+    let t = Target::load(site, instance::load(site, &args.instance)?)?;
+    let repo = repository::open(site, &args.repo.options(), true)?;
+    let bar = bytes_spinner(&format!("backing up {}", t.rec.name));
+    let tick = |n: u64| bar.set_position(n);
+    let report = backup::backup(
+        &Ctx {
+            site,
+            lock: &lock,
+            engine: &engine,
+            compose: &compose,
+        },
+        &repo,
+        &t,
+        &opts,
+        Some(&tick),
+    )?;
+    bar.finish_and_clear();
+    out.emit(&report, || {
+        let m = &report.manifest;
+        let rows: Vec<Vec<String>> = m
+            .items
+            .iter()
+            .map(|i| vec![i.stream.clone(), crate::durable::human_bytes(i.size), i.sha256[..12].to_string()])
+            .collect();
+        let mut text = format!("snapshot {} of instance {} (release {})\n", report.snapshot.short_id, m.instance, m.release);
+        text += &table(&["STREAM", "SIZE", "SHA256"], &rows);
+        if let Some(pg) = &m.postgres {
+            text += &format!("\nPostgres {} ({}): {} tables", pg.major, pg.mode, pg.row_counts.len());
+        }
+        if m.compose_edited {
+            text += "\nnote: the vendor docker-compose.yml was edited by hand; the edited file is in the snapshot";
+        }
+        text
+    })
+}
+
+pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
+    let engine = Engine::connect()?;
+    let opts = RestoreOptions {
+        into: args.into.clone(),
+        as_name: args.as_name.clone(),
+        force: args.force,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    if args.dry_run {
+        let repo = repository::open(site, &args.repo.options(), false)?;
+        let steps = restore::plan(site, &engine, &repo, &args.snapshot, &opts)?;
+        return out.emit(&steps, || {
+            let mut text = format!("restore of {} would:", args.snapshot);
+            for (i, s) in steps.iter().enumerate() {
+                text += &format!("\n  {}. {s}", i + 1);
+            }
+            text
+        });
+    }
+    let lock = site.lock(&format!("restore {} --into {}", args.snapshot, args.into))?;
+    let compose = Compose::detect()?;
+    services::recover(site, &compose)?;
+    let repo = repository::open(site, &args.repo.options(), false)?;
+    let report = restore::restore(
+        &Ctx {
+            site,
+            lock: &lock,
+            engine: &engine,
+            compose: &compose,
+        },
+        &repo,
+        &args.snapshot,
+        &opts,
+    )?;
+    out.emit(&report, || {
+        let mut text = format!(
+            "restored snapshot {} into instance {} (release {}): {}",
+            &report.snapshot[..8],
+            report.instance.name,
+            report.instance.release,
+            report.instance.state
+        );
+        if report.tables_verified > 0 {
+            text += &format!(
+                "\nrow counts of {} tables match the snapshot",
+                report.tables_verified
+            );
+        }
+        if let Some(s) = &report.safety_snapshot {
+            text += &format!("\nsafety snapshot of the replaced instance: {}", &s[..8]);
+        }
+        text
+    })
+}
+
+pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
+    let t = Target::load(site, instance::load(site, &args.instance)?)?;
+    out.emit(&t.profile, || {
+        let mut text = format!(
+            "profile {} for instance {} (home {})\nconfig:",
+            t.profile.name,
+            t.rec.name,
+            t.rec.home.display()
+        );
+        for p in &t.profile.config {
+            let present = if t.rec.home.join(p).exists() {
+                ""
+            } else {
+                " (absent, skipped)"
+            };
+            text += &format!("\n  {p}{present}");
+        }
+        text += "\nvolumes:";
+        for (key, name) in &t.rec.volumes {
+            let pg = t
+                .profile
+                .postgres
+                .as_ref()
+                .filter(|pg| &pg.data_volume == key);
+            let how = if pg.is_some() {
+                " (Postgres data: pg_dump while running)"
+            } else {
+                ""
+            };
+            text += &format!("\n  {key} → {name}{how}");
+        }
+        match &t.profile.postgres {
+            Some(pg) => {
+                text += &format!(
+                    "\npostgres: service {}, credentials from ${}/${}/${}",
+                    pg.service, pg.user_var, pg.password_var, pg.db_var
+                )
+            }
+            None => text += "\npostgres: none",
+        }
+        text
+    })
+}

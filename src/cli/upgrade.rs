@@ -1,0 +1,193 @@
+//! `upkeep upgrade` and `upkeep rollback`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use super::output::Output;
+use super::repository::RepoArgs;
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::ops::upgrade::{self, Journal, Strategy, UpgradeOptions};
+use crate::ops::{repository, services, Ctx};
+use crate::site::Site;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    Auto,
+    Copy,
+    Dump,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Instance to upgrade.
+    pub instance: String,
+    /// Release to upgrade to (installed in releases/).
+    #[arg(long, value_name = "VERSION", required_unless_present = "resume")]
+    pub to: Option<String>,
+    /// Continue an interrupted upgrade of INSTANCE.
+    #[arg(long, conflicts_with_all = ["to", "dry_run", "strategy"])]
+    pub resume: bool,
+    /// How to move Postgres: copy its volume (same major) or dump and restore.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub strategy: StrategyArg,
+    /// Name of the new instance (default: the new release's default instance).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Seconds to wait for containers to become ready.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The old (or new) instance of an upgrade.
+    pub instance: String,
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
+    let engine = Engine::connect()?;
+    let timeout = Duration::from_secs(args.timeout);
+    if args.resume {
+        let lock = site.lock(&format!("upgrade --resume {}", args.instance))?;
+        let compose = Compose::detect()?;
+        services::recover(site, &compose)?;
+        let repo = repository::open(site, &args.repo.options(), true)?;
+        let j = upgrade::resume(
+            &Ctx {
+                site,
+                lock: &lock,
+                engine: &engine,
+                compose: &compose,
+            },
+            &repo,
+            &args.instance,
+            timeout,
+        )?;
+        return report(&j, out);
+    }
+    let opts = UpgradeOptions {
+        to: args.to.clone().expect("clap requires --to"),
+        strategy: match args.strategy {
+            StrategyArg::Auto => None,
+            StrategyArg::Copy => Some(Strategy::Copy),
+            StrategyArg::Dump => Some(Strategy::Dump),
+        },
+        as_name: args.as_name.clone(),
+        timeout,
+    };
+    let lock = site.lock(&format!("upgrade {} --to {}", args.instance, opts.to))?;
+    let compose = Compose::detect()?;
+    services::recover(site, &compose)?;
+    let (plan, _, _) = upgrade::plan(site, &engine, &args.instance, &opts)?;
+    if args.dry_run || !out.json {
+        let text = {
+            let mut t = format!(
+                "upgrade {} ({}) → {} ({}), strategy {:?}: {}",
+                plan.old, plan.from, plan.new, plan.to, plan.strategy, plan.why
+            );
+            for (i, s) in plan.steps.iter().enumerate() {
+                t += &format!("\n  {}. {s}", i + 1);
+            }
+            for w in &plan.warnings {
+                t += &format!("\n  note: {w}");
+            }
+            t
+        };
+        if args.dry_run {
+            return out.emit(&plan, || text);
+        }
+        eprintln!("{text}");
+    }
+    if !args.yes && !confirm()? {
+        bail!("upgrade cancelled; nothing was changed");
+    }
+    let repo = repository::open(site, &args.repo.options(), true)?;
+    let j = upgrade::run(
+        &Ctx {
+            site,
+            lock: &lock,
+            engine: &engine,
+            compose: &compose,
+        },
+        &repo,
+        &plan,
+        &opts,
+    )?;
+    report(&j, out)
+}
+
+fn confirm() -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("this upgrade stops the instance: pass --yes to run it without a terminal to confirm on");
+    }
+    eprint!("proceed? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn report(j: &Journal, out: &Output) -> Result<()> {
+    out.emit(j, || {
+        let mut t = format!("upgraded {} ({}) to {} ({})", j.old, j.from, j.new, j.to);
+        if let Some(d) = j.downtime_secs {
+            t += &format!("\ndowntime: {d:.1}s");
+        }
+        if let Some(c) = &j.carry {
+            if !c.env_added.is_empty() {
+                t += &format!(
+                    "\nnew .env keys with their defaults: {}",
+                    c.env_added.join(", ")
+                );
+            }
+            if !c.env_carried.is_empty() {
+                t += &format!("\nyour .env values carried: {}", c.env_carried.join(", "));
+            }
+            for x in &c.conflicts {
+                t += &format!("\nconflict: {x}");
+            }
+        }
+        t += &format!(
+            "\nthe old instance {} is stopped and unchanged; `upkeep rollback {}` returns to it",
+            j.old, j.new
+        );
+        t
+    })
+}
+
+pub fn rollback(site: &Site, args: &RollbackArgs, out: &Output) -> Result<()> {
+    let lock = site.lock(&format!("rollback {}", args.instance))?;
+    let engine = Engine::connect()?;
+    let compose = Compose::detect()?;
+    services::recover(site, &compose)?;
+    let j = upgrade::rollback(
+        &Ctx {
+            site,
+            lock: &lock,
+            engine: &engine,
+            compose: &compose,
+        },
+        &args.instance,
+        Duration::from_secs(args.timeout),
+    )?;
+    out.emit(&j, || {
+        format!(
+            "rolled back: {} runs release {} again; {} is stopped",
+            j.old, j.from, j.new
+        )
+    })
+}

@@ -1,0 +1,338 @@
+//! `upkeep backup`: one snapshot of an instance — config files, the edited
+//! vendor compose file if any, Postgres (logical dump of the running server,
+//! or its data volume when stopped), every other named volume, and a
+//! manifest. Everything streams from the engine into the repository.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::{services, Ctx, Target};
+use crate::docker::Engine;
+use crate::durable::Digesting;
+use crate::postgres::Server;
+use crate::release;
+use crate::repo::{Repository, SnapshotInfo, SnapshotMeta};
+use crate::site::{now_rfc3339, Site};
+use crate::snapshot::{self, manifest, ImageRef, Item, ItemKind, Manifest, PostgresItem};
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub tags: Vec<String>,
+    /// Copy volumes without stopping the services that use them.
+    pub online: bool,
+    /// Also copy the Postgres data volume, with Postgres stopped.
+    pub physical: bool,
+}
+
+/// One step of a backup, as `--dry-run` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    /// Services stopped during this step.
+    pub stops: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub snapshot: SnapshotInfo,
+    pub manifest: Manifest,
+}
+
+/// How the instance's data will be captured.
+struct Plan {
+    steps: Vec<Step>,
+    postgres_container: Option<String>,
+    /// Volume key → services to stop while it is copied.
+    volumes: Vec<(String, Vec<String>)>,
+    physical_pg: bool,
+}
+
+fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool) -> Result<Plan> {
+    let containers = engine.project_containers(&t.rec.name)?;
+    let running = |svc: &str| {
+        containers
+            .iter()
+            .any(|c| c.service == svc && c.state == "running")
+    };
+    let mut steps = vec![Step {
+        what: format!(
+            "archive config ({}) from {}",
+            t.profile.config.join(", "),
+            t.rec.home.display()
+        ),
+        stops: vec![],
+    }];
+    if compose_edited {
+        steps.push(Step {
+            what: "capture the hand-edited vendor docker-compose.yml".into(),
+            stops: vec![],
+        });
+    }
+    let pg = t.profile.postgres.as_ref();
+    let postgres_container = match pg {
+        Some(pg) if running(&pg.service) => containers
+            .iter()
+            .find(|c| c.service == pg.service && c.state == "running")
+            .map(|c| c.id.clone()),
+        _ => None,
+    };
+    if let (Some(pg), Some(_)) = (pg, &postgres_container) {
+        steps.push(Step {
+            what: format!(
+                "dump Postgres (service {}) with pg_dump -Fc and its roles, online",
+                pg.service
+            ),
+            stops: vec![],
+        });
+    }
+    let physical_pg = pg.is_some() && (opts.physical || postgres_container.is_none());
+    let mut volumes = Vec::new();
+    for key in t.rec.volumes.keys() {
+        let is_pg_data = pg.is_some_and(|p| &p.data_volume == key);
+        if is_pg_data && !physical_pg {
+            continue;
+        }
+        let stops: Vec<String> = if opts.online && !is_pg_data {
+            vec![]
+        } else {
+            t.services_mounting(key)
+                .into_iter()
+                .filter(|s| running(s))
+                .collect()
+        };
+        steps.push(Step {
+            what: format!("copy volume {} ({key})", t.rec.volumes[key]),
+            stops: stops.clone(),
+        });
+        volumes.push((key.clone(), stops));
+    }
+    steps.push(Step {
+        what: "write the manifest and commit the snapshot".into(),
+        stops: vec![],
+    });
+    Ok(Plan {
+        steps,
+        postgres_container,
+        volumes,
+        physical_pg,
+    })
+}
+
+/// The steps a backup of `t` would take, without doing anything.
+pub fn dry_run(
+    site: &Site,
+    engine: &Engine,
+    t: &Target,
+    opts: &BackupOptions,
+) -> Result<Vec<Step>> {
+    let edited = release::compose_edited(site, &t.rec.release)?;
+    Ok(plan(engine, t, opts, edited)?.steps)
+}
+
+/// Adds one stream to the snapshot and records it as a manifest item.
+fn add(
+    writer: &mut crate::repo::SnapshotWriter<'_>,
+    items: &mut Vec<Item>,
+    stream: String,
+    kind: ItemKind,
+    volume: Option<String>,
+    reader: impl Read,
+) -> Result<()> {
+    let mut digesting = Digesting::new(reader);
+    writer
+        .add_stream(&stream, &mut digesting)
+        .with_context(|| format!("storing {stream}"))?;
+    let (size, sha256) = digesting.finish();
+    items.push(Item {
+        stream,
+        kind,
+        volume,
+        size,
+        sha256,
+    });
+    Ok(())
+}
+
+pub fn backup(
+    cx: &Ctx,
+    repo: &Repository,
+    t: &Target,
+    opts: &BackupOptions,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<BackupReport> {
+    let Ctx {
+        site,
+        engine,
+        compose,
+        ..
+    } = *cx;
+    let release_rec = release::record(site, &t.rec.release)?;
+    let compose_path = crate::bundle::compose_file_in(&t.release_dir).context("no compose file")?;
+    let compose_sha256 = crate::durable::sha256_file(&compose_path)?;
+    let compose_edited = release_rec.is_some_and(|r| r.compose_sha256 != compose_sha256);
+    if compose_edited {
+        tracing::warn!(
+            "the vendor compose file of {} was edited by hand; the edited file is captured in the snapshot",
+            t.rec.release
+        );
+    }
+    let plan = plan(engine, t, opts, compose_edited)?;
+    let mut tags = vec![
+        format!("instance={}", t.rec.name),
+        format!("release={}", t.rec.release),
+    ];
+    tags.extend(opts.tags.iter().cloned());
+    let meta = SnapshotMeta {
+        tags,
+        paths: vec![format!("/upkeep/{}", t.rec.name)],
+        ..Default::default()
+    };
+    let mut writer = repo.begin_snapshot(meta)?;
+    if let Some(p) = progress {
+        writer.set_progress(p);
+    }
+    let mut items = Vec::new();
+
+    let config = snapshot::config::archive(&t.rec.home, &t.profile.config)?;
+    add(
+        &mut writer,
+        &mut items,
+        snapshot::CONFIG_STREAM.into(),
+        ItemKind::Config,
+        None,
+        config,
+    )?;
+    if compose_edited {
+        let f = std::fs::File::open(&compose_path)?;
+        add(
+            &mut writer,
+            &mut items,
+            snapshot::COMPOSE_STREAM.into(),
+            ItemKind::ComposeFile,
+            None,
+            f,
+        )?;
+    }
+
+    let mut postgres = None;
+    if let (Some(pg), Some(container)) = (&t.profile.postgres, &plan.postgres_container) {
+        let server = Server::from_container(engine, container, pg)?;
+        let facts = server.facts(engine)?;
+        let row_counts = server.row_counts(engine)?;
+        add(
+            &mut writer,
+            &mut items,
+            snapshot::GLOBALS_STREAM.into(),
+            ItemKind::PostgresGlobals,
+            None,
+            server.dump_globals(engine)?,
+        )?;
+        let stream = snapshot::dump_stream(&server.database);
+        add(
+            &mut writer,
+            &mut items,
+            stream,
+            ItemKind::PostgresDump,
+            None,
+            server.dump(engine)?,
+        )?;
+        postgres = Some(PostgresItem {
+            service: pg.service.clone(),
+            major: facts.major,
+            version: facts.version,
+            database: server.database.clone(),
+            user: server.user.clone(),
+            mode: if plan.physical_pg {
+                "logical+physical"
+            } else {
+                "logical"
+            }
+            .into(),
+            row_counts,
+        });
+    } else if let Some(pg) = &t.profile.postgres {
+        let major = pg_version_of_volume(engine, t, &t.rec.volumes[&pg.data_volume])?;
+        postgres = Some(PostgresItem {
+            service: pg.service.clone(),
+            major,
+            version: major.to_string(),
+            database: String::new(),
+            user: String::new(),
+            mode: "physical".into(),
+            row_counts: Default::default(),
+        });
+    }
+
+    for (key, stops) in &plan.volumes {
+        let volume = &t.rec.volumes[key];
+        let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
+        let stopped = if stops.is_empty() {
+            None
+        } else {
+            Some(services::stop(
+                site,
+                compose,
+                &t.rec,
+                stops.clone(),
+                &format!("backup of volume {volume}"),
+            )?)
+        };
+        let archive = engine.read_volume(volume, &image)?;
+        add(
+            &mut writer,
+            &mut items,
+            snapshot::volume_stream(key),
+            ItemKind::Volume,
+            Some(key.clone()),
+            archive,
+        )?;
+        if let Some(s) = stopped {
+            s.restart()?;
+        }
+    }
+
+    let mut images = std::collections::BTreeMap::new();
+    for (svc, reference) in &t.images {
+        images.insert(
+            svc.clone(),
+            ImageRef {
+                reference: reference.clone(),
+                id: engine.image_id(reference)?,
+            },
+        );
+    }
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        created: now_rfc3339(),
+        host: crate::site::hostname(),
+        instance: t.rec.name.clone(),
+        release: t.rec.release.clone(),
+        profile: t.profile.clone(),
+        compose_sha256,
+        compose_edited,
+        images,
+        postgres,
+        items,
+    };
+    writer.set_manifest(serde_json::to_string_pretty(&manifest)?);
+    let snapshot = writer.commit()?;
+    Ok(BackupReport { snapshot, manifest })
+}
+
+/// The major version in a Postgres data volume's `PG_VERSION` (read alone,
+/// not the whole volume).
+pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result<u32> {
+    let image = t.helper_image(t.profile.postgres.as_ref().map(|p| p.service.as_str()))?;
+    let not_pg =
+        || format!("volume {volume} holds no PG_VERSION: it is not a Postgres data directory");
+    let mut archive = tar::Archive::new(engine.read_volume_path(volume, &image, "PG_VERSION")?);
+    let mut entries = archive.entries().with_context(not_pg)?;
+    let mut entry = entries.next().with_context(not_pg)?.with_context(not_pg)?;
+    let mut text = String::new();
+    entry.read_to_string(&mut text)?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("PG_VERSION in {volume} says `{}`", text.trim()))
+}

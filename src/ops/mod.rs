@@ -1,0 +1,80 @@
+//! Operations that change things: backup, restore, upgrade. Each builds a
+//! plan (printed by `--dry-run`) and then carries it out under the site lock.
+
+pub mod backup;
+pub mod carry;
+pub mod repository;
+pub mod restore;
+pub mod services;
+pub mod upgrade;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::bundle;
+use crate::compose::env::read_env_file;
+use crate::compose::ComposeFile;
+use crate::instance::InstanceRecord;
+use crate::profile::{self, Profile};
+use crate::site::Site;
+
+/// What every operation works with: the site (and proof its lock is held),
+/// the engine and compose.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub site: &'a Site,
+    pub lock: &'a crate::site::SiteLock,
+    pub engine: &'a crate::docker::Engine,
+    pub compose: &'a crate::compose::Compose,
+}
+
+/// An instance with what its release says about it.
+pub struct Target {
+    pub rec: InstanceRecord,
+    pub release_dir: PathBuf,
+    pub vendor: ComposeFile,
+    pub profile: Profile,
+    /// Service → image reference, as compose resolves them for this instance.
+    pub images: std::collections::BTreeMap<String, String>,
+}
+
+impl Target {
+    pub fn load(site: &Site, rec: InstanceRecord) -> Result<Target> {
+        let release_dir = crate::release::release_dir(site, &rec.release)?;
+        let compose_path = bundle::compose_file_in(&release_dir)
+            .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
+        let vendor = ComposeFile::load(&compose_path)?;
+        let profile = profile::detect(&release_dir, &rec.home, &vendor)?;
+        let images = vendor.images(&read_env_file(&rec.home)?)?;
+        Ok(Target {
+            rec,
+            release_dir,
+            vendor,
+            profile,
+            images,
+        })
+    }
+
+    /// An image of this release to create helper containers from (never
+    /// started): the one of `service` if given, else any.
+    pub fn helper_image(&self, service: Option<&str>) -> Result<String> {
+        service
+            .and_then(|s| self.images.get(s))
+            .or_else(|| self.images.values().next())
+            .cloned()
+            .context("the release's compose file names no image")
+    }
+
+    /// Services that mount the named volume `key`.
+    pub fn services_mounting(&self, key: &str) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .vendor
+            .volume_mounts(key)
+            .into_iter()
+            .map(|(svc, _)| svc)
+            .collect();
+        s.dedup();
+        s
+    }
+}

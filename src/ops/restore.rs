@@ -1,0 +1,381 @@
+//! `upkeep restore SNAPSHOT --into VERSION [--as NAME]`: a snapshot into a
+//! new instance of a release (on this host or another), or into an existing
+//! one with `--force` after a safety snapshot. Config is written exactly,
+//! volumes are recreated with compose's labels, Postgres is started alone and
+//! `pg_restore`d, then the rest starts and row counts are checked against
+//! the manifest. A journal marks a restore in progress: if it dies, the next
+//! restore into the same name clears what the dead one created and retries.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::backup::{self, BackupOptions};
+use super::{Ctx, Target};
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::durable::{self, DigestingWriter};
+use crate::instance::{self, InstanceRecord, InstanceStatus};
+use crate::postgres::{self, Server};
+use crate::repo::Repository;
+use crate::site::{now_rfc3339, Site, SiteLock};
+use crate::snapshot::{self, Item, ItemKind, Manifest};
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub into: String,
+    pub as_name: Option<String>,
+    /// Replace an existing instance (a safety snapshot is taken first).
+    pub force: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub instance: InstanceStatus,
+    pub tables_verified: usize,
+    pub safety_snapshot: Option<String>,
+}
+
+/// Marks a restore in progress (`.upkeep/instances/NAME.restore.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    snapshot: String,
+    started: String,
+}
+
+fn journal_path(site: &Site, name: &str) -> std::path::PathBuf {
+    site.instance_state_dir()
+        .join(format!("{name}.restore.json"))
+}
+
+/// The manifest of `snapshot`, or why it cannot be restored.
+pub fn manifest(repo: &Repository, snapshot: &str) -> Result<(String, Manifest)> {
+    let info = repo.snapshot(snapshot)?;
+    let text = repo.manifest(&info.id)?.with_context(|| {
+        format!(
+            "snapshot {} has no upkeep manifest: it was not written by `upkeep backup`",
+            info.short_id
+        )
+    })?;
+    let m: Manifest =
+        serde_json::from_str(&text).context("the snapshot's manifest is not readable")?;
+    Ok((info.id, m))
+}
+
+/// The steps a restore would take, after the same checks, changing nothing.
+pub fn plan(
+    site: &Site,
+    engine: &Engine,
+    repo: &Repository,
+    snapshot: &str,
+    opts: &RestoreOptions,
+) -> Result<Vec<String>> {
+    let (id, m) = manifest(repo, snapshot)?;
+    let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
+    let target = Target::load(site, rec.clone())?;
+    check(engine, &m, &target)?;
+    let mut steps = Vec::new();
+    if instance::exists(site, &rec.name) {
+        refuse_existing(&rec, opts)?;
+        steps.push(format!(
+            "take a safety snapshot of instance {}, then remove its containers and volumes",
+            rec.name
+        ));
+    }
+    steps.push(format!(
+        "write config files of snapshot {} into {}",
+        &id[..8],
+        rec.home.display()
+    ));
+    for item in m.volumes() {
+        let key = item.volume.as_deref().unwrap_or_default();
+        if let Some(name) = rec.volumes.get(key) {
+            steps.push(format!(
+                "recreate volume {name} and fill it ({})",
+                durable::human_bytes(item.size)
+            ));
+        }
+    }
+    if let Some(pg) = &m.postgres {
+        if m.item(ItemKind::PostgresDump).is_some() {
+            steps.push(format!(
+                "start {} alone and pg_restore database {} (Postgres {} dump)",
+                pg.service, pg.database, pg.major
+            ));
+        }
+    }
+    steps.push(format!("start instance {} and verify row counts", rec.name));
+    Ok(steps)
+}
+
+fn refuse_existing(rec: &InstanceRecord, opts: &RestoreOptions) -> Result<()> {
+    if !opts.force {
+        bail!(
+            "instance {} already exists; restoring into it replaces its data. Pass --force (a \
+             safety snapshot of it is taken first) or restore under a new name with --as NAME",
+            rec.name
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a snapshot the target release cannot hold.
+fn check(engine: &Engine, m: &Manifest, target: &Target) -> Result<()> {
+    m.profile.fits(&target.profile)?;
+    let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
+        return Ok(());
+    };
+    let image = target.helper_image(Some(&tpg.service))?;
+    let target_major = postgres::image_major(engine, &image)?;
+    if pg.major > target_major {
+        bail!(
+            "the snapshot holds Postgres {} data but release {} runs Postgres {target_major}: a \
+             newer major version cannot be restored into an older server. Restore into a release \
+             with Postgres {} or newer",
+            pg.major,
+            target.rec.release,
+            pg.major
+        );
+    }
+    if m.item(ItemKind::PostgresDump).is_none() && pg.major != target_major {
+        bail!(
+            "the snapshot holds only a physical copy of Postgres {} data (the instance was stopped \
+             at backup) and release {} runs Postgres {target_major}: restore into a release with \
+             Postgres {} and then `upkeep upgrade`",
+            pg.major,
+            target.rec.release,
+            pg.major
+        );
+    }
+    Ok(())
+}
+
+/// Streams `item` of `snapshot` into `consume` through a pipe (the
+/// repository writes on a second thread), checking size and digest
+/// against the manifest once both sides are done.
+fn with_item<T>(
+    repo: &Repository,
+    snapshot: &str,
+    item: &Item,
+    consume: impl FnOnce(Draining) -> Result<T>,
+) -> Result<T> {
+    let (reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let mut out = DigestingWriter::new(writer);
+            let result = repo.restore_stream(snapshot, &item.stream, &mut out);
+            // Dropping the writer here ends the consumer's input.
+            (result, out.finish())
+        });
+        let consumed = consume(Draining(reader));
+        let (produced, (size, sha256)) = producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the repository reader panicked"))?;
+        produced.with_context(|| format!("reading {} from the repository", item.stream))?;
+        let result = consumed?;
+        if size != item.size || sha256 != item.sha256 {
+            bail!(
+                "{} does not match the manifest ({size} bytes, sha256 {sha256}; expected {} bytes, {}): \
+                 the repository is damaged, run `upkeep check --read-data`",
+                item.stream,
+                item.size,
+                item.sha256
+            );
+        }
+        Ok(result)
+    })
+}
+
+/// The consumer's end of the pipe. Readers such as tar stop before the
+/// end of their input (padding); whatever is left is read away on drop so
+/// the repository side always finishes and its digest covers every byte.
+pub struct Draining(io::PipeReader);
+
+impl io::Read for Draining {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        let _ = io::copy(&mut self.0, &mut io::sink());
+    }
+}
+
+pub fn restore(
+    cx: &Ctx,
+    repo: &Repository,
+    snapshot: &str,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let Ctx {
+        site,
+        lock,
+        engine,
+        compose,
+    } = *cx;
+    let (id, m) = manifest(repo, snapshot)?;
+    let name_hint = opts
+        .as_name
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(|| instance::default_name(&opts.into))?;
+    clear_interrupted(site, lock, engine, compose, &name_hint)?;
+    let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
+    let target = Target::load(site, rec.clone())?;
+    check(engine, &m, &target)?;
+
+    let mut safety_snapshot = None;
+    if instance::exists(site, &rec.name) {
+        refuse_existing(&rec, opts)?;
+        let opts = BackupOptions {
+            tags: vec!["safety".into(), format!("before-restore={}", &id[..8])],
+            ..Default::default()
+        };
+        let report = backup::backup(cx, repo, &target, &opts, None)?;
+        safety_snapshot = Some(report.snapshot.id);
+        remove_instance(site, lock, engine, compose, &rec)?;
+    }
+    let journal = Journal {
+        snapshot: id.clone(),
+        started: now_rfc3339(),
+    };
+    durable::write_json(&journal_path(site, &rec.name), &journal)?;
+
+    // Config first: the restored .env holds the credentials Postgres starts with.
+    let home_existed = rec.home.exists();
+    instance::prepare_project(site, lock, engine, compose, &rec)?;
+    let config = m
+        .item(ItemKind::Config)
+        .context("the snapshot has no config archive")?;
+    with_item(repo, &id, config, |r| {
+        snapshot::config::restore(r, &rec.home).map(|_| ())
+    })?;
+    if !home_existed {
+        tracing::info!("created instance home {}", rec.home.display());
+    }
+    let pg_data = target
+        .profile
+        .postgres
+        .as_ref()
+        .map(|p| p.data_volume.clone());
+    let has_dump = m.item(ItemKind::PostgresDump).is_some();
+    for item in m.volumes() {
+        let key = item.volume.clone().unwrap_or_default();
+        if has_dump && Some(&key) == pg_data.as_ref() {
+            continue; // the dump is the source of truth; a fresh server is initialised
+        }
+        let Some(volume) = rec.volumes.get(&key) else {
+            tracing::warn!(
+                "release {} has no volume {key}; its data is not restored",
+                rec.release
+            );
+            continue;
+        };
+        let image =
+            target.helper_image(target.services_mounting(&key).first().map(String::as_str))?;
+        with_item(repo, &id, item, |r| engine.write_volume(volume, &image, r))?;
+    }
+    let mut tables_verified = 0;
+    if let (Some(pg), Some(tpg), true) = (&m.postgres, &target.profile.postgres, has_dump) {
+        let st = instance::start(site, engine, compose, &rec, &[&tpg.service], opts.timeout)?;
+        let container = st
+            .containers
+            .iter()
+            .find(|c| c.service == tpg.service)
+            .context("the Postgres container did not start")?;
+        let server = Server::from_container(engine, &container.id, tpg)?;
+        server.wait_ready(engine, opts.timeout)?;
+        if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
+            with_item(repo, &id, globals, |mut r| {
+                server.restore_globals(engine, &mut r)
+            })?;
+        }
+        let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
+        with_item(repo, &id, dump, |mut r| server.restore(engine, &mut r))?;
+        let counts = server.row_counts(engine)?;
+        tables_verified = verify_counts(&pg.row_counts, &counts)?;
+    }
+    let status = instance::start(site, engine, compose, &rec, &[], opts.timeout)?;
+    std::fs::remove_file(journal_path(site, &rec.name)).ok();
+    Ok(RestoreReport {
+        snapshot: id,
+        instance: status,
+        tables_verified,
+        safety_snapshot,
+    })
+}
+
+/// Every table of the snapshot has the same number of rows after restore.
+fn verify_counts(expected: &postgres::RowCounts, got: &postgres::RowCounts) -> Result<usize> {
+    for (table, n) in expected {
+        match got.get(table) {
+            Some(m) if m == n => {}
+            Some(m) => bail!("verification failed: table {table} has {m} rows after restore, the snapshot had {n}"),
+            None => bail!("verification failed: table {table} is missing after restore"),
+        }
+    }
+    Ok(expected.len())
+}
+
+/// Containers, volumes and record of an instance, for a forced replace.
+fn remove_instance(
+    site: &Site,
+    lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+) -> Result<()> {
+    instance::down(site, lock, compose, rec)?;
+    for volume in rec.volumes.values() {
+        engine.remove_volume(volume)?;
+    }
+    instance::remove_record(site, lock, &rec.name)
+}
+
+/// If a restore into `name` died, removes what it created (it held only
+/// the snapshot's data, which is still in the repository).
+fn clear_interrupted(
+    site: &Site,
+    lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    name: &str,
+) -> Result<()> {
+    let path = journal_path(site, name);
+    let Some(j) = durable::read_json::<Journal>(&path)? else {
+        return Ok(());
+    };
+    tracing::warn!(
+        "a restore of snapshot {} into {name} started {} was interrupted; removing what it created and starting again",
+        &j.snapshot[..8.min(j.snapshot.len())],
+        j.started
+    );
+    if let Ok(rec) = instance::load(site, name) {
+        remove_instance(site, lock, engine, compose, &rec)?;
+    }
+    std::fs::remove_file(&path).ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_must_match_table_by_table() {
+        let a: postgres::RowCounts = [("public.t".to_string(), 3)].into();
+        assert_eq!(verify_counts(&a, &a).unwrap(), 1);
+        let b: postgres::RowCounts = [("public.t".to_string(), 2)].into();
+        assert!(verify_counts(&a, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("has 2 rows"));
+        assert!(verify_counts(&a, &Default::default()).is_err());
+    }
+}

@@ -1,0 +1,770 @@
+//! `upkeep upgrade INSTANCE --to VERSION`: plan → preflight → safety
+//! snapshot → stop the old instance → carry config → migrate data → start
+//! the new instance → verify. Any failure after the old instance stopped
+//! rolls back by itself: the new instance is stopped and the old one, whose
+//! folder and volumes were never modified, is started again. Every step is
+//! journaled, so after a crash `--resume` continues and `rollback` returns.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::backup::{self, BackupOptions};
+use super::carry::{self, CarryReport};
+use super::{Ctx, Target};
+use crate::compose::env::{parse_env, read_env_file};
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::durable;
+use crate::instance::{self, InstanceRecord};
+use crate::postgres::{self, RowCounts, Server};
+use crate::release;
+use crate::repo::Repository;
+use crate::site::{now_rfc3339, Site};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Preflight,
+    SafetySnapshot,
+    StopOld,
+    CarryConfig,
+    MigrateData,
+    StartNew,
+    Verify,
+}
+
+pub const STEPS: [Step; 7] = [
+    Step::Preflight,
+    Step::SafetySnapshot,
+    Step::StopOld,
+    Step::CarryConfig,
+    Step::MigrateData,
+    Step::StartNew,
+    Step::Verify,
+];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::SafetySnapshot => "safety-snapshot",
+            Step::StopOld => "stop-old",
+            Step::CarryConfig => "carry-config",
+            Step::MigrateData => "migrate-data",
+            Step::StartNew => "start-new",
+            Step::Verify => "verify",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Copy the Postgres data volume as it is (same major, same image family).
+    Copy,
+    /// pg_dump from the old server, pg_restore into the new one.
+    Dump,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Running,
+    Done,
+    RolledBack,
+    Failed,
+}
+
+/// The upgrade's journal, `.upkeep/upgrades/<old>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub old: String,
+    pub new: String,
+    pub from: String,
+    pub to: String,
+    pub strategy: Strategy,
+    pub state: State,
+    pub done: Vec<Step>,
+    pub pid: u32,
+    pub started: String,
+    pub safety_snapshot: Option<String>,
+    /// Row counts of the old database once writes stopped.
+    pub row_counts: Option<RowCounts>,
+    /// Unix time (seconds) when the old instance stopped serving.
+    pub downtime_started: Option<f64>,
+    pub downtime_secs: Option<f64>,
+    pub carry: Option<CarryReport>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub old: String,
+    pub new: String,
+    pub from: String,
+    pub to: String,
+    pub strategy: Strategy,
+    pub why: String,
+    pub steps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpgradeOptions {
+    pub to: String,
+    pub strategy: Option<Strategy>,
+    pub as_name: Option<String>,
+    pub timeout: Duration,
+}
+
+fn journal_path(site: &Site, old: &str) -> std::path::PathBuf {
+    site.state_dir()
+        .join("upgrades")
+        .join(format!("{old}.json"))
+}
+
+pub fn journal(site: &Site, old: &str) -> Result<Option<Journal>> {
+    durable::read_json(&journal_path(site, old))
+}
+
+/// Every journal of the site (for `status`).
+pub fn journals(site: &Site) -> Result<Vec<Journal>> {
+    let dir = site.state_dir().join("upgrades");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd {
+            if let Some(j) = durable::read_json::<Journal>(&e?.path())? {
+                out.push(j);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The journal of the upgrade that involves `name`, as old or new instance.
+fn journal_of(site: &Site, name: &str) -> Result<Journal> {
+    if let Some(j) = journal(site, name)? {
+        return Ok(j);
+    }
+    journals(site)?
+        .into_iter()
+        .find(|j| j.new == name)
+        .with_context(|| format!("no upgrade of instance {name} is recorded"))
+}
+
+fn save(site: &Site, j: &Journal) -> Result<()> {
+    durable::write_json(&journal_path(site, &j.old), j)
+}
+
+/// Test hook: `UPKEEP_CRASH_AFTER=<step>` kills the process with SIGKILL
+/// right after that step is journaled, exactly like `kill -9`.
+fn crash_point(step: &str) {
+    if std::env::var("UPKEEP_CRASH_AFTER").is_ok_and(|s| s == step) {
+        // SAFETY: sending a signal to ourselves has no preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Image repository without its tag: `acme/postgres:15` → `acme/postgres`.
+fn image_family(image: &str) -> &str {
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
+/// Plans the upgrade and runs every check that changes nothing.
+pub fn plan(
+    site: &Site,
+    engine: &Engine,
+    old_name: &str,
+    opts: &UpgradeOptions,
+) -> Result<(Plan, Target, Target)> {
+    let old = Target::load(site, instance::load(site, old_name)?)?;
+    if let Some(j) = journal(site, old_name)? {
+        match j.state {
+            State::Running => bail!(
+                "an upgrade of {old_name} to {} was interrupted at step {}: run `upkeep upgrade --resume {old_name}` or `upkeep rollback {old_name}`",
+                j.to,
+                next_step(&j).map(Step::name).unwrap_or("verify")
+            ),
+            State::Done if j.to == opts.to => bail!("{old_name} was already upgraded to {} as instance {}", j.to, j.new),
+            _ => {}
+        }
+    }
+    if old.rec.release == opts.to {
+        bail!("instance {old_name} already runs release {}", opts.to);
+    }
+    release::release_dir(site, &opts.to)?;
+    let new_rec = instance::successor(site, &old.rec, &opts.to, opts.as_name.as_deref())?;
+    if instance::exists(site, &new_rec.name)
+        && journal(site, old_name)?.is_none_or(|j| j.new != new_rec.name)
+    {
+        bail!(
+            "instance {} already exists; choose another name with --as NAME",
+            new_rec.name
+        );
+    }
+    let new = Target::load(site, new_rec)?;
+    let mut warnings = Vec::new();
+    let missing: Vec<String> = new
+        .images
+        .values()
+        .filter(|i| !engine.image_exists(i).unwrap_or(false))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "images of release {} are missing: {}; reinstall its bundle",
+            opts.to,
+            missing.join(", ")
+        );
+    }
+    if release::compose_edited(site, &old.rec.release)? {
+        warnings.push(format!(
+            "the vendor docker-compose.yml of {} was edited by hand; those edits are not carried (the safety snapshot keeps the edited file)",
+            old.rec.release
+        ));
+    }
+    let (strategy, why) = choose_strategy(engine, &old, &new, opts.strategy)?;
+    warnings.extend(env_changes(site, &old, &new)?);
+    let new_ports: Vec<String> = new
+        .rec
+        .ports
+        .iter()
+        .map(|p| format!("{}:{}", p.service, p.host_port))
+        .collect();
+    let steps = vec![
+        format!("preflight: release {} installed with its images; Postgres versions checked; disk space checked", opts.to),
+        format!("safety snapshot of {} (logical, online)", old.rec.name),
+        format!("stop {} (downtime starts): its services, then Postgres once its data is read", old.rec.name),
+        format!("carry config from {} into {} (new defaults where you changed nothing)", old.rec.home.display(), new.rec.home.display()),
+        match strategy {
+            Strategy::Copy => "copy every volume into the new instance's volumes (Postgres data as files)".to_string(),
+            Strategy::Dump => "dump Postgres from the old server and restore it into the new one; copy the other volumes".to_string(),
+        },
+        format!("start {} on release {} (ports {})", new.rec.name, opts.to, new_ports.join(", ")),
+        "verify: containers ready, Postgres answering, row counts equal (downtime ends)".into(),
+    ];
+    let plan = Plan {
+        old: old.rec.name.clone(),
+        new: new.rec.name.clone(),
+        from: old.rec.release.clone(),
+        to: opts.to.clone(),
+        strategy,
+        why,
+        steps,
+        warnings,
+    };
+    Ok((plan, old, new))
+}
+
+fn choose_strategy(
+    engine: &Engine,
+    old: &Target,
+    new: &Target,
+    forced: Option<Strategy>,
+) -> Result<(Strategy, String)> {
+    let (Some(opg), Some(npg)) = (&old.profile.postgres, &new.profile.postgres) else {
+        return Ok((
+            Strategy::Copy,
+            "no Postgres service: volumes are copied".into(),
+        ));
+    };
+    let volume = &old.rec.volumes[&opg.data_volume];
+    let old_major = backup::pg_version_of_volume(engine, old, volume)?;
+    let new_image = new.helper_image(Some(&npg.service))?;
+    let new_major = postgres::image_major(engine, &new_image)?;
+    let old_image = old.helper_image(Some(&opg.service))?;
+    if new_major < old_major {
+        bail!("release {} runs Postgres {new_major}, older than the {old_major} that wrote {volume}: Postgres cannot move to an older major version", new.rec.release);
+    }
+    let same_family = image_family(&old_image) == image_family(&new_image);
+    let copy_ok = old_major == new_major && same_family;
+    match forced {
+        Some(Strategy::Copy) if !copy_ok => bail!(
+            "--strategy copy needs the same Postgres major and image family on both sides; {volume} holds Postgres {old_major} ({old_image}) and release {} runs {new_major} ({new_image}): use --strategy dump",
+            new.rec.release
+        ),
+        Some(s) => Ok((s, "chosen with --strategy".into())),
+        None if copy_ok => Ok((Strategy::Copy, format!("Postgres {old_major} on both sides, same image family: the data volume is copied as it is"))),
+        None => Ok((
+            Strategy::Dump,
+            format!("Postgres {old_major} → {new_major}{}: dump and restore", if same_family { "" } else { " (another image family)" }),
+        )),
+    }
+}
+
+/// Keys the new release's `.env` adds or drops, for the plan.
+fn env_changes(site: &Site, old: &Target, new: &Target) -> Result<Vec<String>> {
+    let old_vendor = vendor_env(site, &old.rec.release)?;
+    let new_default =
+        parse_env(&std::fs::read_to_string(new.release_dir.join(".env")).unwrap_or_default());
+    let mut notes = Vec::new();
+    for k in new_default.keys().filter(|k| !old_vendor.contains_key(*k)) {
+        notes.push(format!("the new release adds .env key {k} (default kept)"));
+    }
+    for k in old_vendor.keys().filter(|k| !new_default.contains_key(*k)) {
+        notes.push(format!("the new release drops .env key {k}"));
+    }
+    Ok(notes)
+}
+
+fn vendor_env(site: &Site, version: &str) -> Result<crate::compose::env::EnvMap> {
+    let path = release::vendor_env_path(site, version);
+    Ok(parse_env(
+        &std::fs::read_to_string(path).unwrap_or_default(),
+    ))
+}
+
+/// One line on an upgrade for `status`.
+pub fn describe(j: &Journal) -> String {
+    let alive =
+        std::path::Path::new(&format!("/proc/{}", j.pid)).exists() && j.pid != std::process::id();
+    match j.state {
+        State::Running if alive => format!("{} → {} in progress (step {})", j.old, j.new, next_step(j).map(Step::name).unwrap_or("verify")),
+        State::Running => format!(
+            "{} → {} INTERRUPTED before step {}: run `upkeep upgrade --resume {}` or `upkeep rollback {}`",
+            j.old,
+            j.new,
+            next_step(j).map(Step::name).unwrap_or("verify"),
+            j.old,
+            j.old
+        ),
+        State::Done => format!("{} ({}) was upgraded to {} ({}); `upkeep rollback {}` returns to the old one", j.old, j.from, j.new, j.to, j.new),
+        State::RolledBack => format!("upgrade {} → {} was rolled back{}", j.old, j.to, j.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
+        State::Failed => format!("upgrade {} → {} failed before changing anything{}", j.old, j.to, j.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
+    }
+}
+
+fn next_step(j: &Journal) -> Option<Step> {
+    STEPS.iter().copied().find(|s| !j.done.contains(s))
+}
+
+/// Runs a planned upgrade from the start.
+pub fn run(cx: &Ctx, repo: &Repository, plan: &Plan, opts: &UpgradeOptions) -> Result<Journal> {
+    let site = cx.site;
+    let previous = journal(site, &plan.old)?;
+    let mut j = Journal {
+        old: plan.old.clone(),
+        new: plan.new.clone(),
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        strategy: plan.strategy,
+        state: State::Running,
+        done: vec![Step::Preflight],
+        pid: std::process::id(),
+        started: now_rfc3339(),
+        safety_snapshot: None,
+        row_counts: None,
+        downtime_started: None,
+        downtime_secs: None,
+        carry: None,
+        error: None,
+    };
+    // A failed earlier attempt may have left the new instance half made.
+    if let Some(p) = previous.filter(|p| p.new == plan.new && p.state != State::Done) {
+        clear_new(cx, &p.new)?;
+    }
+    save(site, &j)?;
+    crash_point(Step::Preflight.name());
+    drive(cx, repo, &mut j, opts)?;
+    Ok(j)
+}
+
+/// Continues an interrupted upgrade from its first unfinished step.
+pub fn resume(cx: &Ctx, repo: &Repository, old: &str, timeout: Duration) -> Result<Journal> {
+    let Ctx { site, .. } = *cx;
+    let mut j = journal(site, old)?.with_context(|| format!("no upgrade of {old} to resume"))?;
+    if j.state != State::Running {
+        bail!(
+            "the upgrade of {old} to {} is not interrupted (it is {:?})",
+            j.to,
+            j.state
+        );
+    }
+    j.pid = std::process::id();
+    save(site, &j)?;
+    let opts = UpgradeOptions {
+        to: j.to.clone(),
+        strategy: Some(j.strategy),
+        as_name: Some(j.new.clone()),
+        timeout,
+    };
+    drive(cx, repo, &mut j, &opts)?;
+    Ok(j)
+}
+
+/// Runs the remaining steps; on failure after the old instance stopped,
+/// rolls back and returns the error.
+fn drive(cx: &Ctx, repo: &Repository, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
+    let Ctx { site, .. } = *cx;
+    while let Some(step) = next_step(j) {
+        let result = run_step(cx, repo, j, step, opts);
+        if let Err(e) = result {
+            let msg = format!("{e:#}");
+            j.error = Some(format!("step {} failed: {msg}", step.name()));
+            if j.done.contains(&Step::StopOld) || step == Step::StopOld {
+                let rolled = rollback_journal(cx, j, opts.timeout);
+                return match rolled {
+                    Ok(()) => Err(e.context(format!(
+                        "upgrade of {} to {} failed at step {}; rolled back: {} runs release {} again with its data untouched",
+                        j.old, j.to, step.name(), j.old, j.from
+                    ))),
+                    Err(r) => Err(e.context(format!("upgrade failed at step {} AND the rollback failed: {r:#}; run `upkeep rollback {}`", step.name(), j.old))),
+                };
+            }
+            j.state = State::Failed;
+            save(site, j)?;
+            return Err(e.context(format!(
+                "upgrade of {} stopped at step {} before anything changed",
+                j.old,
+                step.name()
+            )));
+        }
+        j.done.push(step);
+        save(site, j)?;
+        crash_point(step.name());
+    }
+    j.state = State::Done;
+    j.downtime_secs = j.downtime_started.map(|t| unix_now() - t);
+    save(site, j)
+}
+
+fn run_step(
+    cx: &Ctx,
+    repo: &Repository,
+    j: &mut Journal,
+    step: Step,
+    opts: &UpgradeOptions,
+) -> Result<()> {
+    let Ctx {
+        site,
+        engine,
+        compose,
+        ..
+    } = *cx;
+    let old = Target::load(site, instance::load(site, &j.old)?)?;
+    match step {
+        Step::Preflight => Ok(()),
+        Step::SafetySnapshot => {
+            let o = BackupOptions {
+                tags: vec!["safety".into(), format!("upgrade-to={}", j.to)],
+                online: true,
+                physical: false,
+            };
+            let report = backup::backup(cx, repo, &old, &o, None)?;
+            j.safety_snapshot = Some(report.snapshot.id);
+            Ok(())
+        }
+        Step::StopOld => stop_old(site, engine, compose, &old, j),
+        Step::CarryConfig => carry_config(cx, &old, j),
+        Step::MigrateData => migrate(cx, &old, j, opts),
+        Step::StartNew => {
+            let new = instance::load(site, &j.new)?;
+            instance::start(site, engine, compose, &new, &[], opts.timeout)?;
+            Ok(())
+        }
+        Step::Verify => verify(site, engine, j, opts),
+    }
+}
+
+/// Stops every service but Postgres, counts rows (no more writes), and for
+/// the copy strategy stops Postgres too.
+fn stop_old(
+    site: &Site,
+    engine: &Engine,
+    compose: &Compose,
+    old: &Target,
+    j: &mut Journal,
+) -> Result<()> {
+    let project = old.rec.project(site);
+    let pg_service = old.profile.postgres.as_ref().map(|p| p.service.clone());
+    let others: Vec<String> = old
+        .vendor
+        .service_names()
+        .into_iter()
+        .filter(|s| Some(s) != pg_service.as_ref())
+        .collect();
+    if j.downtime_started.is_none() {
+        j.downtime_started = Some(unix_now());
+    }
+    let mut args = vec!["stop"];
+    args.extend(others.iter().map(String::as_str));
+    compose.run(&project, &args)?;
+    if let Some(pg) = &old.profile.postgres {
+        if let Some(server) = old_server(engine, old, pg)? {
+            j.row_counts = Some(server.row_counts(engine)?);
+        }
+        if j.strategy == Strategy::Copy {
+            compose.run(&project, &["stop", &pg.service])?;
+        }
+    }
+    Ok(())
+}
+
+fn old_server(
+    engine: &Engine,
+    old: &Target,
+    pg: &crate::profile::PostgresProfile,
+) -> Result<Option<Server>> {
+    let c = engine
+        .project_containers(&old.rec.name)?
+        .into_iter()
+        .find(|c| c.service == pg.service && c.state == "running");
+    c.map(|c| Server::from_container(engine, &c.id, pg))
+        .transpose()
+}
+
+fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
+    let Ctx {
+        site,
+        lock,
+        engine,
+        compose,
+    } = *cx;
+    let new = instance::successor(site, &old.rec, &j.to, Some(&j.new))?;
+    instance::prepare_project(site, lock, engine, compose, &new)?;
+    let mut report = CarryReport::default();
+    let old_vendor_files = release::record(site, &old.rec.release)?
+        .map(|r| r.files)
+        .unwrap_or_default();
+    let new_vendor_files = release::record(site, &j.to)?
+        .map(|r| r.files)
+        .unwrap_or_default();
+    let old_env = read_env_file(&old.rec.home)?;
+    let new_default =
+        std::fs::read_to_string(site.release_dir(&j.to).join(".env")).unwrap_or_default();
+    let merged = carry::merge_env(
+        &old_env,
+        &vendor_env(site, &old.rec.release)?,
+        &new_default,
+        &mut report,
+    );
+    durable::write_atomic(&new.home.join(".env"), merged.as_bytes(), 0o600)?;
+    carry::carry_files(
+        &old.rec.home,
+        &new.home,
+        &old.profile.config,
+        &old_vendor_files,
+        &new_vendor_files,
+        &mut report,
+    )?;
+    for c in &report.conflicts {
+        tracing::warn!("config conflict: {c}");
+    }
+    j.carry = Some(report);
+    Ok(())
+}
+
+fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
+    let Ctx {
+        site,
+        lock,
+        engine,
+        compose,
+    } = *cx;
+    let new = Target::load(site, instance::load(site, &j.new)?)?;
+    // A half-done migration (crash) is redone from empty volumes.
+    reset_volumes(cx, &new.rec)?;
+    instance::prepare_project(site, lock, engine, compose, &new.rec)?;
+    let pg_key = old.profile.postgres.as_ref().map(|p| p.data_volume.clone());
+    if let (Strategy::Dump, Some(opg), Some(npg)) =
+        (j.strategy, &old.profile.postgres, &new.profile.postgres)
+    {
+        let src = old_server(engine, old, opg)?
+            .context("the old Postgres server is not running; it is needed to dump the data")?;
+        let st = instance::start(
+            site,
+            engine,
+            compose,
+            &new.rec,
+            &[&npg.service],
+            opts.timeout,
+        )?;
+        let c = st
+            .containers
+            .iter()
+            .find(|c| c.service == npg.service)
+            .context("the new Postgres did not start")?;
+        let dst = Server::from_container(engine, &c.id, npg)?;
+        dst.wait_ready(engine, opts.timeout)?;
+        pipe(
+            |w| copy_exec(src.dump_globals(engine)?, w),
+            |mut r| dst.restore_globals(engine, &mut r),
+        )?;
+        pipe(
+            |w| copy_exec(src.dump(engine)?, w),
+            |mut r| dst.restore(engine, &mut r),
+        )?;
+        compose.run(&old.rec.project(site), &["stop", &opg.service])?;
+    }
+    crash_point("migrate-data:postgres");
+    for (key, from) in &old.rec.volumes {
+        if j.strategy == Strategy::Dump && Some(key) == pg_key.as_ref() {
+            continue;
+        }
+        let Some(to) = new.rec.volumes.get(key) else {
+            tracing::warn!(
+                "release {} has no volume {key}; {from} is left as it is",
+                j.to
+            );
+            continue;
+        };
+        let image = new.helper_image(new.services_mounting(key).first().map(String::as_str))?;
+        let from_image =
+            old.helper_image(old.services_mounting(key).first().map(String::as_str))?;
+        pipe(
+            |w| copy_volume_out(engine, from, &from_image, w),
+            |r| engine.write_volume(to, &image, r),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `produce` on a second thread writing into a pipe that `consume` reads.
+fn pipe<T>(
+    produce: impl FnOnce(&mut io::PipeWriter) -> Result<()> + Send,
+    consume: impl FnOnce(io::PipeReader) -> Result<T>,
+) -> Result<T> {
+    let (reader, mut writer) = io::pipe()?;
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let r = produce(&mut writer);
+            drop(writer);
+            r
+        });
+        let consumed = consume(reader);
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))?;
+        produced?;
+        consumed
+    })
+}
+
+fn copy_exec(mut reader: impl io::Read, w: &mut io::PipeWriter) -> Result<()> {
+    io::copy(&mut reader, w)?;
+    Ok(())
+}
+
+fn copy_volume_out(
+    engine: &Engine,
+    volume: &str,
+    image: &str,
+    w: &mut io::PipeWriter,
+) -> Result<()> {
+    let mut archive = engine.read_volume(volume, image)?;
+    io::copy(&mut archive, w).with_context(|| format!("reading volume {volume}"))?;
+    Ok(())
+}
+
+fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
+    let new = Target::load(site, instance::load(site, &j.new)?)?;
+    let st = instance::status(site, engine, &new.rec)?;
+    if st.state != "running" {
+        bail!("instance {} is {} after start", new.rec.name, st.state);
+    }
+    if let (Some(expected), Some(pg)) = (&j.row_counts, &new.profile.postgres) {
+        let server = old_server(engine, &new, pg)?.context("the new Postgres is not running")?;
+        server.wait_ready(engine, opts.timeout)?;
+        let got = server.row_counts(engine)?;
+        if &got != expected {
+            let diff: Vec<String> = expected
+                .iter()
+                .filter(|(t, n)| got.get(*t) != Some(n))
+                .map(|(t, n)| {
+                    format!(
+                        "{t}: {n} before, {} after",
+                        got.get(t)
+                            .map(|m| m.to_string())
+                            .unwrap_or("missing".into())
+                    )
+                })
+                .collect();
+            bail!("row counts differ after the upgrade: {}", diff.join("; "));
+        }
+    }
+    Ok(())
+}
+
+/// Down the new instance and empty its volumes (only volumes this upgrade created).
+fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
+    let Ctx {
+        site,
+        lock,
+        engine,
+        compose,
+    } = *cx;
+    if instance::exists(site, &new.name) {
+        instance::down(site, lock, compose, new)?;
+    }
+    for v in new.volumes.values() {
+        engine.remove_volume(v)?;
+    }
+    Ok(())
+}
+
+/// Removes what an earlier, failed attempt created for the new instance.
+fn clear_new(cx: &Ctx, name: &str) -> Result<()> {
+    let Ctx { site, lock, .. } = *cx;
+    if let Ok(rec) = instance::load(site, name) {
+        tracing::warn!(
+            "removing instance {name} left by an earlier upgrade attempt that did not finish"
+        );
+        reset_volumes(cx, &rec)?;
+        instance::remove_record(site, lock, name)?;
+    }
+    Ok(())
+}
+
+fn rollback_journal(cx: &Ctx, j: &mut Journal, timeout: Duration) -> Result<()> {
+    let Ctx {
+        site,
+        lock,
+        engine,
+        compose,
+    } = *cx;
+    if let Ok(new) = instance::load(site, &j.new) {
+        instance::down(site, lock, compose, &new)?;
+    }
+    let old = instance::load(site, &j.old)?;
+    for v in old.volumes.values() {
+        if engine.volume(v)?.is_none() {
+            bail!("volume {v} of {} is gone; cannot roll back", j.old);
+        }
+    }
+    instance::up(site, lock, engine, compose, &old, timeout)?;
+    j.state = State::RolledBack;
+    save(site, j)
+}
+
+/// `upkeep rollback NAME`: back to the old instance, after a crash or a
+/// finished upgrade, while the old instance's volumes exist.
+pub fn rollback(cx: &Ctx, name: &str, timeout: Duration) -> Result<Journal> {
+    let Ctx { site, .. } = *cx;
+    let mut j = journal_of(site, name)?;
+    if j.state == State::RolledBack {
+        bail!(
+            "the upgrade of {} to {} was already rolled back",
+            j.old,
+            j.to
+        );
+    }
+    let started = Instant::now();
+    rollback_journal(cx, &mut j, timeout)?;
+    tracing::info!("rolled back in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(j)
+}

@@ -1,0 +1,363 @@
+//! Issue 4: back up and restore instances — config, volumes, Postgres — on
+//! the real engine with real Postgres, into local, S3 and exported repositories.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PASSWORD: &str = "Upk33p-fixture_pw.4c7e91";
+
+/// An installed v1.0.0 with a running instance holding data in Postgres, in
+/// the second volume and in its config files.
+fn populated(site: &TestSite, name: &str, rows: u32) {
+    site.ok(&["install", bundle("v1.0.0").to_str().unwrap()]);
+    site.ok(&["up", "v1.0.0", "--as", name]);
+    psql(name, &format!(
+        "CREATE TABLE users(id int primary key, email text not null); \
+         INSERT INTO users SELECT g, 'user' || g || '@example.org' FROM generate_series(1, {rows}) g; \
+         CREATE TABLE audit(at timestamptz default now(), what text); INSERT INTO audit(what) VALUES ('created')"
+    ));
+    let pg = container(name, "postgres");
+    let st = Command::new("docker")
+        .args(["exec", &pg, "sh", "-c", "mkdir -p /backups/nightly && echo dump-1 > /backups/nightly/a.txt && chown -R 999:999 /backups/nightly && chmod 640 /backups/nightly/a.txt"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let home = site.root.join("instances").join(name);
+    fs::write(
+        home.join(".pivot-db/investigations/new.json"),
+        "{\"id\": 42}\n",
+    )
+    .unwrap();
+    fs::write(
+        home.join("Caddyfile"),
+        fs::read_to_string(home.join("Caddyfile")).unwrap() + "# admin edit\n",
+    )
+    .unwrap();
+}
+
+fn config_listing(site: &TestSite, name: &str) -> Vec<String> {
+    let home = site.root.join("instances").join(name);
+    let mut all = Vec::new();
+    for p in [".env", "Caddyfile", "etc", ".pivot-db"] {
+        let path = home.join(p);
+        if path.is_dir() {
+            all.extend(tree_listing(&path).into_iter().map(|l| format!("{p}: {l}")));
+        } else {
+            all.push(format!(
+                "{p} {:o} {}",
+                fs::metadata(&path).unwrap().permissions().mode(),
+                sha256(&path)
+            ));
+        }
+    }
+    all
+}
+
+#[test]
+fn restore_after_disaster_gives_back_every_row_file_and_mode() {
+    let site = TestSite::new();
+    let (src, dst) = (unique("src"), unique("dst"));
+    site.track(&src);
+    site.track(&dst);
+    populated(&site, &src, 5000);
+    let users = table_digest(&src, "users");
+    let audit = table_digest(&src, "audit");
+    let files = volume_listing(&format!("{src}_postgres_backups"));
+    let config = config_listing(&site, &src);
+
+    // Watch every process on the machine while the backup runs.
+    let seen_password = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop) = (seen_password.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !stop.load(Ordering::SeqCst) && samples < 10_000 {
+                let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+                if String::from_utf8_lossy(&ps.stdout).contains(PASSWORD) {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                samples += 1;
+            }
+            samples
+        })
+    };
+    let out = site.ok(&["backup", &src, "--tag", "before-disaster"]);
+    stop.store(true, Ordering::SeqCst);
+    let samples = watcher.join().unwrap();
+    assert!(samples > 0);
+    assert!(
+        !seen_password.load(Ordering::SeqCst),
+        "the database password appeared in a process's arguments"
+    );
+    assert!(out.contains("postgres/graphistry.dump"), "{out}");
+    assert_eq!(
+        site.json(&["status", &src])[0]["state"],
+        "running",
+        "the backup left the instance running"
+    );
+
+    // Snapshot files are not world-readable.
+    let repo = site.root.join("backups");
+    for entry in fs::read_dir(repo.join("snapshots")).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "snapshot file mode {mode:o}");
+    }
+    assert_eq!(
+        fs::metadata(site.root.join(".upkeep/repository.password"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    destroy(&src);
+    assert!(!volume_exists(&format!("{src}_postgres_data")));
+    let out = site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
+    assert!(out.contains("row counts of 2 tables match"), "{out}");
+
+    assert_eq!(table_digest(&dst, "users"), users);
+    assert_eq!(table_digest(&dst, "audit"), audit);
+    assert_eq!(volume_listing(&format!("{dst}_postgres_backups")), files);
+    assert_eq!(config_listing(&site, &dst), config);
+    let key = site
+        .root
+        .join("instances")
+        .join(&dst)
+        .join("etc/ssl/server.key");
+    assert_eq!(
+        fs::metadata(key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(http_get(
+        site.json(&["status", &dst])[0]["ports"][0]["host_port"]
+            .as_u64()
+            .unwrap() as u16
+    )
+    .contains("Hello from"));
+
+    // Restoring over an existing instance needs --force and takes a safety snapshot.
+    let err = site.fails(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
+    assert!(err.contains("--force"), "{err}");
+    psql(&dst, "INSERT INTO audit(what) VALUES ('after restore')");
+    let out = site.ok(&[
+        "restore", "latest", "--into", "v1.0.0", "--as", &dst, "--force",
+    ]);
+    assert!(out.contains("safety snapshot"), "{out}");
+    assert_eq!(
+        table_digest(&dst, "audit"),
+        audit,
+        "forced restore brings back the snapshot's rows"
+    );
+    let snaps = site.json(&["snapshots", "--instance", &dst]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["tags"].to_string().contains("safety")),
+        "{snaps}"
+    );
+    assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+}
+
+#[test]
+fn postgres_15_restores_into_17_and_17_is_refused_by_15() {
+    let site = TestSite::new();
+    let (src, up17, back) = (unique("pgsrc"), unique("pg17"), unique("pgback"));
+    for p in [&src, &up17, &back] {
+        site.track(p);
+    }
+    populated(&site, &src, 1000);
+    let users = table_digest(&src, "users");
+    site.ok(&[
+        "install",
+        bundles()
+            .join("upkeep-sample-v2.0.0.tar.gz")
+            .to_str()
+            .unwrap(),
+    ]);
+    site.ok(&["backup", &src]);
+    let out = site.ok(&["restore", "latest", "--into", "v2.0.0", "--as", &up17]);
+    assert!(out.contains("match"), "{out}");
+    assert_eq!(
+        psql(&up17, "SHOW server_version_num")[..2].to_string(),
+        "17"
+    );
+    assert_eq!(table_digest(&up17, "users"), users);
+
+    site.ok(&["backup", &up17]);
+    let err = site.fails(&["restore", "latest", "--into", "v1.0.0", "--as", &back]);
+    assert!(
+        err.contains("Postgres 17") && err.contains("runs Postgres 15"),
+        "{err}"
+    );
+    assert!(
+        !volume_exists(&format!("{back}_postgres_data")),
+        "a refused restore creates nothing"
+    );
+    assert!(site.fails(&["status", &back]).contains("no instance named"));
+}
+
+#[test]
+fn a_second_host_restores_from_s3_and_from_an_exported_file() {
+    let moto = moto_server();
+    let (host1, host2) = (TestSite::new(), TestSite::new());
+    let (src, via_s3, via_file) = (unique("h1src"), unique("h2s3"), unique("h2file"));
+    for p in [&src, &via_s3, &via_file] {
+        host1.track(p);
+    }
+    populated(&host1, &src, 2000);
+    let users = table_digest(&src, "users");
+    let url = format!("s3:http://127.0.0.1:{}/upkeep-migrate/site1", moto.port);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let run = |site: &TestSite, args: &[&str]| {
+        let mut cmd = site.command(args);
+        cmd.envs(env);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "upkeep {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let password_file = host1.root.join(".upkeep/repository.password");
+    host1.ok(&["backup", &src]); // creates the site password
+    run(
+        &host1,
+        &[
+            "backup",
+            &src,
+            "--repo",
+            &url,
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    let export = host1.root.join("migrate.upkeep");
+    host1.ok(&["export", "latest", export.to_str().unwrap()]);
+
+    // host 2: its own site and instance names, the same engine.
+    host2.ok(&["install", bundle("v1.0.0").to_str().unwrap()]);
+    let out = run(
+        &host2,
+        &[
+            "restore",
+            "latest",
+            "--into",
+            "v1.0.0",
+            "--as",
+            &via_s3,
+            "--repo",
+            &url,
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("match"), "{out}");
+    assert_eq!(table_digest(&via_s3, "users"), users);
+
+    let pw2 = host2.root.join("pw-from-host1");
+    fs::copy(&password_file, &pw2).unwrap();
+    host2.ok(&[
+        "import",
+        export.to_str().unwrap(),
+        "--password-file",
+        pw2.to_str().unwrap(),
+    ]);
+    host2.ok(&[
+        "restore",
+        "latest",
+        "--into",
+        "v1.0.0",
+        "--as",
+        &via_file,
+        "--password-file",
+        pw2.to_str().unwrap(),
+    ]);
+    assert_eq!(table_digest(&via_file, "users"), users);
+}
+
+/// Waits until the site lock file names a live holder running `what`.
+fn wait_for_holder(site: &TestSite, what: &str) {
+    let lock = site.root.join(".upkeep/lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&lock).unwrap_or_default().contains(what) {
+        assert!(Instant::now() < deadline, "the command never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_during_backup_or_restore_loses_nothing() {
+    let site = TestSite::new();
+    let (src, dst) = (unique("ksrc"), unique("kdst"));
+    site.track(&src);
+    site.track(&dst);
+    // Enough rows that the dump streams for a while.
+    populated(&site, &src, 2_000_000);
+    let users = table_digest(&src, "users");
+    site.ok(&["backup", &src, "--tag", "good"]);
+
+    // Killed while pg_dump streams (the dump of 2M rows takes seconds).
+    let mut backup = site
+        .command(&["backup", &src, "--tag", "killed"])
+        .spawn()
+        .unwrap();
+    wait_for_holder(&site, "backup");
+    std::thread::sleep(Duration::from_millis(1000));
+    backup.kill().unwrap();
+    backup.wait().unwrap();
+    assert_eq!(
+        site.json(&["status", &src])[0]["state"],
+        "running",
+        "the instance keeps running"
+    );
+    let snaps = site.json(&["snapshots"]);
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "the killed backup is not visible: {snaps}"
+    );
+    assert!(site.ok(&["check"]).contains("no errors"));
+    // The next command restarts anything the killed run had stopped.
+    site.ok(&["backup", &src, "--tag", "after-kill"]);
+    assert_eq!(site.json(&["status", &src])[0]["state"], "running");
+    assert_eq!(table_digest(&src, "users"), users);
+
+    let mut restore = site
+        .command(&["restore", "latest", "--into", "v1.0.0", "--as", &dst])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !volume_exists(&format!("{dst}_postgres_data")) {
+        assert!(
+            Instant::now() < deadline,
+            "the restore never created its volumes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    restore.kill().unwrap();
+    restore.wait().unwrap();
+    // The source instance and the snapshots are untouched.
+    assert_eq!(table_digest(&src, "users"), users);
+    assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+    // Retrying the same restore clears the half-made instance and succeeds.
+    let out = site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
+    assert!(out.contains("match"), "{out}");
+    assert_eq!(table_digest(&dst, "users"), users);
+}
