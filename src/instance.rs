@@ -369,7 +369,9 @@ pub fn prepare_project(
 }
 
 /// `compose up -d` of `services` (all when empty), then waits until the
-/// started containers are ready.
+/// started containers are ready. If Docker finds a host port taken (another
+/// site or program bound it since ports were chosen), the instance moves to
+/// free ports, says so, and tries again.
 pub fn start(
     site: &Site,
     engine: &Engine,
@@ -380,8 +382,41 @@ pub fn start(
 ) -> Result<InstanceStatus> {
     let mut args = vec!["up", "-d"];
     args.extend_from_slice(services);
-    compose.run(&rec.project(site), &args)?;
-    wait_ready(site, engine, rec, timeout)
+    let mut rec = rec.clone();
+    for attempt in 0.. {
+        match compose.run(&rec.project(site), &args) {
+            Ok(()) => break,
+            Err(e) if attempt < 3 && e.to_string().contains("port is already allocated") => {
+                reassign_taken_ports(site, &mut rec)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    wait_ready(site, engine, &rec, timeout)
+}
+
+/// Moves the instance's ports that something else now holds.
+fn reassign_taken_ports(site: &Site, rec: &mut InstanceRecord) -> Result<()> {
+    let mut taken: BTreeSet<u16> = list(site)?
+        .into_iter()
+        .filter(|r| r.name != rec.name)
+        .flat_map(|r| r.ports.into_iter().map(|p| p.host_port))
+        .collect();
+    for port in &mut rec.ports {
+        let ip = port.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into());
+        if port_is_free(&ip, port.host_port) {
+            continue;
+        }
+        let from = port.host_port;
+        port.host_port = (from.saturating_add(1)..=u16::MAX)
+            .take(2000)
+            .find(|p| !taken.contains(p) && port_is_free(&ip, *p))
+            .with_context(|| format!("no free host port near {from}"))?;
+        taken.insert(port.host_port);
+        tracing::warn!("host port {from} of {} is taken by something else; instance {} now uses {}", port.service, rec.name, port.host_port);
+    }
+    durable::write_json(&record_path(site, &rec.name), rec)?;
+    rec.write_effective(site)
 }
 
 /// Forgets an instance whose containers and volumes are gone (used when a
@@ -402,7 +437,7 @@ pub fn exists(site: &Site, name: &str) -> bool {
     record_path(site, name).is_file()
 }
 
-fn wait_ready(
+pub fn wait_ready(
     site: &Site,
     engine: &Engine,
     rec: &InstanceRecord,

@@ -32,7 +32,7 @@ fn populated(site: &TestSite, name: &str, rows: u32) {
     assert!(st.success());
     let home = site.root.join("instances").join(name);
     fs::write(
-        home.join(".pivot-db/investigations/new.json"),
+        home.join(".pivot-db/workbooks/wb-2.json"),
         "{\"id\": 42}\n",
     )
     .unwrap();

@@ -88,7 +88,7 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
     }
     let lock = site.lock(&format!("backup {}", args.instance))?;
     let compose = Compose::detect()?;
-    services::recover(site, &compose)?;
+    services::recover(site, &engine, &compose)?;
     let t = Target::load(site, instance::load(site, &args.instance)?)?;
     let repo = repository::open(site, &args.repo.options(), true)?;
     let bar = bytes_spinner(&format!("backing up {}", t.rec.name));
@@ -146,7 +146,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
     }
     let lock = site.lock(&format!("restore {} --into {}", args.snapshot, args.into))?;
     let compose = Compose::detect()?;
-    services::recover(site, &compose)?;
+    services::recover(site, &engine, &compose)?;
     let repo = repository::open(site, &args.repo.options(), false)?;
     let report = restore::restore(
         &Ctx {

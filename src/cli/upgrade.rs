@@ -64,7 +64,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
     if args.resume {
         let lock = site.lock(&format!("upgrade --resume {}", args.instance))?;
         let compose = Compose::detect()?;
-        services::recover(site, &compose)?;
+        services::recover(site, &engine, &compose)?;
         let repo = repository::open(site, &args.repo.options(), true)?;
         let j = upgrade::resume(
             &Ctx {
@@ -91,7 +91,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
     };
     let lock = site.lock(&format!("upgrade {} --to {}", args.instance, opts.to))?;
     let compose = Compose::detect()?;
-    services::recover(site, &compose)?;
+    services::recover(site, &engine, &compose)?;
     let (plan, _, _) = upgrade::plan(site, &engine, &args.instance, &opts)?;
     if args.dry_run || !out.json {
         let text = {
@@ -173,7 +173,7 @@ pub fn rollback(site: &Site, args: &RollbackArgs, out: &Output) -> Result<()> {
     let lock = site.lock(&format!("rollback {}", args.instance))?;
     let engine = Engine::connect()?;
     let compose = Compose::detect()?;
-    services::recover(site, &compose)?;
+    services::recover(site, &engine, &compose)?;
     let j = upgrade::rollback(
         &Ctx {
             site,

@@ -273,6 +273,7 @@ pub fn backup(
         } else {
             Some(services::stop(
                 site,
+                engine,
                 compose,
                 &t.rec,
                 stops.clone(),

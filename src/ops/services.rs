@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::Compose;
+use crate::docker::Engine;
 use crate::durable;
 use crate::instance::{self, InstanceRecord};
 use crate::site::Site;
@@ -27,6 +28,7 @@ fn journal(site: &Site, instance: &str) -> PathBuf {
 /// Services stopped for a while; started again when dropped.
 pub struct StoppedServices<'a> {
     site: &'a Site,
+    engine: &'a Engine,
     compose: &'a Compose,
     rec: &'a InstanceRecord,
     services: Vec<String>,
@@ -35,6 +37,7 @@ pub struct StoppedServices<'a> {
 /// Stops `services` of `rec` (those running) for `why`.
 pub fn stop<'a>(
     site: &'a Site,
+    engine: &'a Engine,
     compose: &'a Compose,
     rec: &'a InstanceRecord,
     services: Vec<String>,
@@ -51,6 +54,7 @@ pub fn stop<'a>(
     compose.run(&rec.project(site), &args)?;
     Ok(StoppedServices {
         site,
+        engine,
         compose,
         rec,
         services,
@@ -61,14 +65,14 @@ impl StoppedServices<'_> {
     /// Starts the services again and reports failure.
     pub fn restart(mut self) -> Result<()> {
         let services = std::mem::take(&mut self.services);
-        start(self.site, self.compose, self.rec, &services)
+        start(self.site, self.engine, self.compose, self.rec, &services)
     }
 }
 
 impl Drop for StoppedServices<'_> {
     fn drop(&mut self) {
         if !self.services.is_empty() {
-            if let Err(e) = start(self.site, self.compose, self.rec, &self.services) {
+            if let Err(e) = start(self.site, self.engine, self.compose, self.rec, &self.services) {
                 tracing::error!(
                     "could not start {} of {} again: {e:#}",
                     self.services.join(", "),
@@ -79,17 +83,22 @@ impl Drop for StoppedServices<'_> {
     }
 }
 
-fn start(site: &Site, compose: &Compose, rec: &InstanceRecord, services: &[String]) -> Result<()> {
+/// Starts the services and waits until the instance is ready again, so the
+/// caller leaves it as it found it.
+fn start(site: &Site, engine: &Engine, compose: &Compose, rec: &InstanceRecord, services: &[String]) -> Result<()> {
     let mut args = vec!["start"];
     args.extend(services.iter().map(String::as_str));
     compose.run(&rec.project(site), &args)?;
+    instance::wait_ready(site, engine, rec, READY_TIMEOUT)?;
     std::fs::remove_file(journal(site, &rec.name)).ok();
     Ok(())
 }
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Starts services that an interrupted run left stopped. Call with the site
 /// lock held, before other work.
-pub fn recover(site: &Site, compose: &Compose) -> Result<Vec<String>> {
+pub fn recover(site: &Site, engine: &Engine, compose: &Compose) -> Result<Vec<String>> {
     let mut recovered = Vec::new();
     for rec in instance::list(site)? {
         let path = journal(site, &rec.name);
@@ -102,7 +111,7 @@ pub fn recover(site: &Site, compose: &Compose) -> Result<Vec<String>> {
             rec.name,
             entry.why
         );
-        start(site, compose, &rec, &entry.services)?;
+        start(site, engine, compose, &rec, &entry.services)?;
         recovered.push(rec.name);
     }
     Ok(recovered)
