@@ -413,7 +413,12 @@ fn reassign_taken_ports(site: &Site, rec: &mut InstanceRecord) -> Result<()> {
             .find(|p| !taken.contains(p) && port_is_free(&ip, *p))
             .with_context(|| format!("no free host port near {from}"))?;
         taken.insert(port.host_port);
-        tracing::warn!("host port {from} of {} is taken by something else; instance {} now uses {}", port.service, rec.name, port.host_port);
+        tracing::warn!(
+            "host port {from} of {} is taken by something else; instance {} now uses {}",
+            port.service,
+            rec.name,
+            port.host_port
+        );
     }
     durable::write_json(&record_path(site, &rec.name), rec)?;
     rec.write_effective(site)
@@ -437,6 +442,8 @@ pub fn exists(site: &Site, name: &str) -> bool {
     record_path(site, name).is_file()
 }
 
+/// Waits (bounded by `timeout`) until every container of the instance is
+/// running and healthy; fails early on a container that is unhealthy or died.
 pub fn wait_ready(
     site: &Site,
     engine: &Engine,

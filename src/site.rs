@@ -121,6 +121,11 @@ impl Site {
         self.state_dir().join("instances")
     }
 
+    /// Journals of operations in progress (restore, services stopped for a copy).
+    pub fn journals_dir(&self) -> PathBuf {
+        self.state_dir().join("journals")
+    }
+
     /// Takes the exclusive site lock, failing at once with [`Busy`] when
     /// another run holds it.
     pub fn lock(&self, command: &str) -> Result<SiteLock> {

@@ -31,11 +31,7 @@ fn populated(site: &TestSite, name: &str, rows: u32) {
         .unwrap();
     assert!(st.success());
     let home = site.root.join("instances").join(name);
-    fs::write(
-        home.join(".pivot-db/workbooks/wb-2.json"),
-        "{\"id\": 42}\n",
-    )
-    .unwrap();
+    fs::write(home.join(".pivot-db/workbooks/wb-2.json"), "{\"id\": 42}\n").unwrap();
     fs::write(
         home.join("Caddyfile"),
         fs::read_to_string(home.join("Caddyfile")).unwrap() + "# admin edit\n",

@@ -13,23 +13,38 @@ fn setup(site: &TestSite, versions: &[&str], old: &str, rows: u32) -> String {
         site.ok(&["install", b.to_str().unwrap()]);
     }
     site.ok(&["up", "v1.0.0", "--as", old]);
-    psql(old, &format!(
-        "CREATE TABLE items(id int primary key, name text); \
+    psql(
+        old,
+        &format!(
+            "CREATE TABLE items(id int primary key, name text); \
          INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, {rows}) g"
-    ));
+        ),
+    );
     // An administrator's own setting, which must survive the upgrade.
     let env = site.root.join("instances").join(old).join(".env");
-    std::fs::write(&env, std::fs::read_to_string(&env).unwrap() + "SITE_OWNER=ops-team\n").unwrap();
+    std::fs::write(
+        &env,
+        std::fs::read_to_string(&env).unwrap() + "SITE_OWNER=ops-team\n",
+    )
+    .unwrap();
     table_digest(old, "items")
 }
 
 fn journal(site: &TestSite, old: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(site.root.join(".upkeep/upgrades").join(format!("{old}.json"))).unwrap();
+    let text = std::fs::read_to_string(
+        site.root
+            .join(".upkeep/upgrades")
+            .join(format!("{old}.json")),
+    )
+    .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn state(site: &TestSite, name: &str) -> String {
-    site.json(&["status", name])[0]["state"].as_str().unwrap().to_string()
+    site.json(&["status", name])[0]["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -43,10 +58,15 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     let old_home = site.root.join("instances").join(&old);
     let old_files = tree_listing(&old_home);
     let old_backups = volume_listing(&format!("{old}_postgres_backups"));
-    let old_port = site.json(&["status", &old])[0]["ports"][0]["host_port"].as_u64().unwrap();
+    let old_port = site.json(&["status", &old])[0]["ports"][0]["host_port"]
+        .as_u64()
+        .unwrap();
 
     let plan = site.ok(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--dry-run"]);
-    assert!(plan.contains("strategy Copy") && plan.contains("APP_FEATURE_X"), "{plan}");
+    assert!(
+        plan.contains("strategy Copy") && plan.contains("APP_FEATURE_X"),
+        "{plan}"
+    );
     assert_eq!(state(&site, &old), "running", "--dry-run changes nothing");
 
     let out = site.ok(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
@@ -59,12 +79,21 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     let st = site.json(&["status", &new]);
     assert_eq!(st[0]["ports"][0]["host_port"].as_u64().unwrap(), old_port);
     let page = http_get(old_port as u16);
-    assert!(page.contains("v1.1.0") && page.contains("feature_x: on"), "{page}");
+    assert!(
+        page.contains("v1.1.0") && page.contains("feature_x: on"),
+        "{page}"
+    );
     let env = std::fs::read_to_string(site.root.join("instances").join(&new).join(".env")).unwrap();
-    assert!(env.contains("SITE_OWNER=ops-team") && env.contains("APP_FEATURE_X=on"), "{env}");
+    assert!(
+        env.contains("SITE_OWNER=ops-team") && env.contains("APP_FEATURE_X=on"),
+        "{env}"
+    );
     // The old instance's folder and second volume are exactly as they were.
     assert_eq!(tree_listing(&old_home), old_files);
-    assert_eq!(volume_listing(&format!("{old}_postgres_backups")), old_backups);
+    assert_eq!(
+        volume_listing(&format!("{old}_postgres_backups")),
+        old_backups
+    );
 
     // Postgres 15 → 17 of the upgraded instance: dump and restore.
     let out = site.ok(&["upgrade", &new, "--to", "v2.0.0", "--as", &newer, "--yes"]);
@@ -87,11 +116,30 @@ fn an_upgrade_that_fails_rolls_back_by_itself() {
     site.track(&old);
     site.track(&new);
     let digest = setup(&site, &["v1.0.0", "v2.0.1-broken"], &old, 5_000);
-    let err = site.fails(&["upgrade", &old, "--to", "v2.0.1-broken", "--as", &new, "--yes", "--timeout", "60"]);
-    assert!(err.contains("rolled back") && err.contains("start-new"), "{err}");
-    assert_eq!(state(&site, &old), "running", "the old instance serves again");
+    let err = site.fails(&[
+        "upgrade",
+        &old,
+        "--to",
+        "v2.0.1-broken",
+        "--as",
+        &new,
+        "--yes",
+        "--timeout",
+        "60",
+    ]);
+    assert!(
+        err.contains("rolled back") && err.contains("start-new"),
+        "{err}"
+    );
+    assert_eq!(
+        state(&site, &old),
+        "running",
+        "the old instance serves again"
+    );
     assert_eq!(table_digest(&old, "items"), digest);
-    let port = site.json(&["status", &old])[0]["ports"][0]["host_port"].as_u64().unwrap();
+    let port = site.json(&["status", &old])[0]["ports"][0]["host_port"]
+        .as_u64()
+        .unwrap();
     assert!(http_get(port as u16).contains("v1.0.0"));
     assert_eq!(journal(&site, &old)["state"], "rolled-back");
     let status = site.ok(&["status", &old]);
@@ -105,15 +153,32 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
     site.track(&old);
     site.track(&new);
     let digest = setup(&site, &["v1.0.0", "v1.1.0"], &old, 5_000);
-    let steps = ["preflight", "safety-snapshot", "stop-old", "carry-config", "migrate-data:postgres", "migrate-data", "start-new", "verify"];
+    let steps = [
+        "preflight",
+        "safety-snapshot",
+        "stop-old",
+        "carry-config",
+        "migrate-data:postgres",
+        "migrate-data",
+        "start-new",
+        "verify",
+    ];
     for (i, step) in steps.iter().enumerate() {
         let mut cmd = site.command(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
         cmd.env("UPKEEP_CRASH_AFTER", step);
         let out = cmd.output().unwrap();
-        assert_eq!(out.status.signal(), Some(9), "step {step}: the process was to die by SIGKILL: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "step {step}: the process was to die by SIGKILL: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let status = site.ok(&["status", &old]);
         if *step != "verify" {
-            assert!(status.contains("INTERRUPTED"), "step {step}: status shows the interrupted upgrade:\n{status}");
+            assert!(
+                status.contains("INTERRUPTED"),
+                "step {step}: status shows the interrupted upgrade:\n{status}"
+            );
         }
         let (survivor, retired) = if i % 2 == 0 {
             let out = site.run(&["upgrade", "--resume", &old]);
@@ -123,19 +188,39 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
                 site.ok(&["rollback", &old]);
                 (&old, &new)
             } else {
-                assert!(out.status.success(), "step {step}: resume failed: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "step {step}: resume failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 (&new, &old)
             }
         } else {
             site.ok(&["rollback", &old]);
             (&old, &new)
         };
-        assert_eq!(state(&site, survivor), "running", "step {step}: {survivor} runs");
-        assert_ne!(state(&site, retired), "running", "step {step}: {retired} is not running");
-        assert_eq!(table_digest(survivor, "items"), digest, "step {step}: same data");
+        assert_eq!(
+            state(&site, survivor),
+            "running",
+            "step {step}: {survivor} runs"
+        );
+        assert_ne!(
+            state(&site, retired),
+            "running",
+            "step {step}: {retired} is not running"
+        );
+        assert_eq!(
+            table_digest(survivor, "items"),
+            digest,
+            "step {step}: same data"
+        );
         if survivor == &new {
             site.ok(&["rollback", &new]);
-            assert_eq!(table_digest(&old, "items"), digest, "step {step}: rollback after resume");
+            assert_eq!(
+                table_digest(&old, "items"),
+                digest,
+                "step {step}: rollback after resume"
+            );
         }
     }
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));

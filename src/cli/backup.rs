@@ -7,12 +7,12 @@ use clap::Args;
 
 use super::output::{table, Output};
 use super::repository::RepoArgs;
-use crate::compose::Compose;
+use super::Session;
 use crate::docker::Engine;
 use crate::instance;
 use crate::ops::backup::{self, BackupOptions};
 use crate::ops::restore::{self, RestoreOptions};
-use crate::ops::{repository, services, Ctx, Target};
+use crate::ops::{repository, Target};
 use crate::progress::bytes_spinner;
 use crate::site::Site;
 
@@ -66,7 +66,6 @@ pub struct ProfileArgs {
 }
 
 pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
-    let engine = Engine::connect()?;
     let opts = BackupOptions {
         tags: args.tags.clone(),
         online: args.online,
@@ -74,7 +73,7 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
     };
     if args.dry_run {
         let t = Target::load(site, instance::load(site, &args.instance)?)?;
-        let steps = backup::dry_run(site, &engine, &t, &opts)?;
+        let steps = backup::dry_run(site, &Engine::connect()?, &t, &opts)?;
         return out.emit(&steps, || {
             let mut text = format!("backup of {} would:", t.rec.name);
             for (i, s) in steps.iter().enumerate() {
@@ -86,25 +85,12 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
             text
         });
     }
-    let lock = site.lock(&format!("backup {}", args.instance))?;
-    let compose = Compose::detect()?;
-    services::recover(site, &engine, &compose)?;
+    let session = Session::open(site, &format!("backup {}", args.instance))?;
     let t = Target::load(site, instance::load(site, &args.instance)?)?;
     let repo = repository::open(site, &args.repo.options(), true)?;
     let bar = bytes_spinner(&format!("backing up {}", t.rec.name));
     let tick = |n: u64| bar.set_position(n);
-    let report = backup::backup(
-        &Ctx {
-            site,
-            lock: &lock,
-            engine: &engine,
-            compose: &compose,
-        },
-        &repo,
-        &t,
-        &opts,
-        Some(&tick),
-    )?;
+    let report = backup::backup(&session.cx(), &repo, &t, &opts, Some(&tick))?;
     bar.finish_and_clear();
     out.emit(&report, || {
         let m = &report.manifest;
@@ -126,7 +112,6 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
 }
 
 pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
-    let engine = Engine::connect()?;
     let opts = RestoreOptions {
         into: args.into.clone(),
         as_name: args.as_name.clone(),
@@ -135,7 +120,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
     };
     if args.dry_run {
         let repo = repository::open(site, &args.repo.options(), false)?;
-        let steps = restore::plan(site, &engine, &repo, &args.snapshot, &opts)?;
+        let steps = restore::plan(site, &Engine::connect()?, &repo, &args.snapshot, &opts)?;
         return out.emit(&steps, || {
             let mut text = format!("restore of {} would:", args.snapshot);
             for (i, s) in steps.iter().enumerate() {
@@ -144,21 +129,12 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
             text
         });
     }
-    let lock = site.lock(&format!("restore {} --into {}", args.snapshot, args.into))?;
-    let compose = Compose::detect()?;
-    services::recover(site, &engine, &compose)?;
-    let repo = repository::open(site, &args.repo.options(), false)?;
-    let report = restore::restore(
-        &Ctx {
-            site,
-            lock: &lock,
-            engine: &engine,
-            compose: &compose,
-        },
-        &repo,
-        &args.snapshot,
-        &opts,
+    let session = Session::open(
+        site,
+        &format!("restore {} --into {}", args.snapshot, args.into),
     )?;
+    let repo = repository::open(site, &args.repo.options(), false)?;
+    let report = restore::restore(&session.cx(), &repo, &args.snapshot, &opts)?;
     out.emit(&report, || {
         let mut text = format!(
             "restored snapshot {} into instance {} (release {}): {}",

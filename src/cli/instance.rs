@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::output::{table, Output};
-use crate::compose::Compose;
+use super::Session;
 use crate::docker::Engine;
 use crate::instance::{self, InstanceStatus};
 use crate::site::Site;
@@ -36,15 +36,14 @@ pub struct StatusArgs {
 }
 
 pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
-    let lock = site.lock(&format!("up {}", args.version))?;
-    let engine = Engine::connect()?;
-    let compose = Compose::detect()?;
+    let session = Session::open(site, &format!("up {}", args.version))?;
+    let cx = session.cx();
     let rec = instance::prepare(site, &args.version, args.as_name.as_deref())?;
     let st = instance::up(
         site,
-        &lock,
-        &engine,
-        &compose,
+        cx.lock,
+        cx.engine,
+        cx.compose,
         &rec,
         Duration::from_secs(args.timeout),
     )?;
@@ -54,9 +53,9 @@ pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
 }
 
 pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
-    let lock = site.lock(&format!("stop {}", args.name))?;
+    let session = Session::open(site, &format!("stop {}", args.name))?;
     let rec = instance::load(site, &args.name)?;
-    instance::stop(site, &lock, &Compose::detect()?, &rec)?;
+    instance::stop(site, session.cx().lock, session.cx().compose, &rec)?;
     out.emit(&rec, || {
         format!(
             "instance {} stopped (containers and volumes kept)",
@@ -66,9 +65,9 @@ pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
 }
 
 pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
-    let lock = site.lock(&format!("down {}", args.name))?;
+    let session = Session::open(site, &format!("down {}", args.name))?;
     let rec = instance::load(site, &args.name)?;
-    instance::down(site, &lock, &Compose::detect()?, &rec)?;
+    instance::down(site, session.cx().lock, session.cx().compose, &rec)?;
     out.emit(&rec, || {
         format!(
             "instance {} is down; its volumes are kept: {}",

@@ -13,7 +13,44 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::site::Site;
+use crate::compose::Compose;
+use crate::docker::Engine;
+use crate::ops::{services, Ctx};
+use crate::site::{Site, SiteLock};
+
+/// What a command that changes things works with: the site lock held, the
+/// engine and compose connected, and services that an interrupted run left
+/// stopped started again.
+pub(crate) struct Session<'s> {
+    site: &'s Site,
+    lock: SiteLock,
+    engine: Engine,
+    compose: Compose,
+}
+
+impl<'s> Session<'s> {
+    pub(crate) fn open(site: &'s Site, command: &str) -> Result<Session<'s>> {
+        let lock = site.lock(command)?;
+        let engine = Engine::connect()?;
+        let compose = Compose::detect()?;
+        services::recover(site, &engine, &compose)?;
+        Ok(Session {
+            site,
+            lock,
+            engine,
+            compose,
+        })
+    }
+
+    pub(crate) fn cx(&self) -> Ctx<'_> {
+        Ctx {
+            site: self.site,
+            lock: &self.lock,
+            engine: &self.engine,
+            compose: &self.compose,
+        }
+    }
+}
 
 /// Exit status for "another run holds the site lock".
 pub const EXIT_BUSY: i32 = 75;

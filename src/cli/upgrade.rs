@@ -8,10 +8,9 @@ use clap::{Args, ValueEnum};
 
 use super::output::Output;
 use super::repository::RepoArgs;
-use crate::compose::Compose;
-use crate::docker::Engine;
+use super::Session;
+use crate::ops::repository;
 use crate::ops::upgrade::{self, Journal, Strategy, UpgradeOptions};
-use crate::ops::{repository, services, Ctx};
 use crate::site::Site;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,24 +58,11 @@ pub struct RollbackArgs {
 }
 
 pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
-    let engine = Engine::connect()?;
     let timeout = Duration::from_secs(args.timeout);
     if args.resume {
-        let lock = site.lock(&format!("upgrade --resume {}", args.instance))?;
-        let compose = Compose::detect()?;
-        services::recover(site, &engine, &compose)?;
+        let session = Session::open(site, &format!("upgrade --resume {}", args.instance))?;
         let repo = repository::open(site, &args.repo.options(), true)?;
-        let j = upgrade::resume(
-            &Ctx {
-                site,
-                lock: &lock,
-                engine: &engine,
-                compose: &compose,
-            },
-            &repo,
-            &args.instance,
-            timeout,
-        )?;
+        let j = upgrade::resume(&session.cx(), &repo, &args.instance, timeout)?;
         return report(&j, out);
     }
     let opts = UpgradeOptions {
@@ -89,10 +75,8 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
         as_name: args.as_name.clone(),
         timeout,
     };
-    let lock = site.lock(&format!("upgrade {} --to {}", args.instance, opts.to))?;
-    let compose = Compose::detect()?;
-    services::recover(site, &engine, &compose)?;
-    let (plan, _, _) = upgrade::plan(site, &engine, &args.instance, &opts)?;
+    let session = Session::open(site, &format!("upgrade {} --to {}", args.instance, opts.to))?;
+    let (plan, _, _) = upgrade::plan(site, session.cx().engine, &args.instance, &opts)?;
     if args.dry_run || !out.json {
         let text = {
             let mut t = format!(
@@ -116,17 +100,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
         bail!("upgrade cancelled; nothing was changed");
     }
     let repo = repository::open(site, &args.repo.options(), true)?;
-    let j = upgrade::run(
-        &Ctx {
-            site,
-            lock: &lock,
-            engine: &engine,
-            compose: &compose,
-        },
-        &repo,
-        &plan,
-        &opts,
-    )?;
+    let j = upgrade::run(&session.cx(), &repo, &plan, &opts)?;
     report(&j, out)
 }
 
@@ -170,17 +144,9 @@ fn report(j: &Journal, out: &Output) -> Result<()> {
 }
 
 pub fn rollback(site: &Site, args: &RollbackArgs, out: &Output) -> Result<()> {
-    let lock = site.lock(&format!("rollback {}", args.instance))?;
-    let engine = Engine::connect()?;
-    let compose = Compose::detect()?;
-    services::recover(site, &engine, &compose)?;
+    let session = Session::open(site, &format!("rollback {}", args.instance))?;
     let j = upgrade::rollback(
-        &Ctx {
-            site,
-            lock: &lock,
-            engine: &engine,
-            compose: &compose,
-        },
+        &session.cx(),
         &args.instance,
         Duration::from_secs(args.timeout),
     )?;

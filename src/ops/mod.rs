@@ -16,6 +16,7 @@ use crate::bundle;
 use crate::compose::env::read_env_file;
 use crate::compose::ComposeFile;
 use crate::instance::InstanceRecord;
+use crate::postgres::Server;
 use crate::profile::{self, Profile};
 use crate::site::Site;
 
@@ -64,6 +65,45 @@ impl Target {
             .or_else(|| self.images.values().next())
             .cloned()
             .context("the release's compose file names no image")
+    }
+
+    /// The instance's Postgres server if its container is running.
+    pub fn running_postgres(&self, engine: &crate::docker::Engine) -> Result<Option<Server>> {
+        let Some(pg) = &self.profile.postgres else {
+            return Ok(None);
+        };
+        let container = engine
+            .project_containers(&self.rec.name)?
+            .into_iter()
+            .find(|c| c.service == pg.service && c.state == "running");
+        container
+            .map(|c| Server::from_container(engine, &c.id, pg))
+            .transpose()
+    }
+
+    /// Starts only the Postgres service and waits until it answers queries.
+    pub fn start_postgres_alone(&self, cx: &Ctx, timeout: std::time::Duration) -> Result<Server> {
+        let pg = self
+            .profile
+            .postgres
+            .as_ref()
+            .context("the release has no Postgres service")?;
+        crate::instance::start(
+            cx.site,
+            cx.engine,
+            cx.compose,
+            &self.rec,
+            &[&pg.service],
+            timeout,
+        )?;
+        let server = self.running_postgres(cx.engine)?.with_context(|| {
+            format!(
+                "Postgres ({}) of {} did not start",
+                pg.service, self.rec.name
+            )
+        })?;
+        server.wait_ready(cx.engine, timeout)?;
+        Ok(server)
     }
 
     /// Services that mount the named volume `key`.

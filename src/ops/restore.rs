@@ -18,7 +18,7 @@ use crate::compose::Compose;
 use crate::docker::Engine;
 use crate::durable::{self, DigestingWriter};
 use crate::instance::{self, InstanceRecord, InstanceStatus};
-use crate::postgres::{self, Server};
+use crate::postgres;
 use crate::repo::Repository;
 use crate::site::{now_rfc3339, Site, SiteLock};
 use crate::snapshot::{self, Item, ItemKind, Manifest};
@@ -40,7 +40,7 @@ pub struct RestoreReport {
     pub safety_snapshot: Option<String>,
 }
 
-/// Marks a restore in progress (`.upkeep/instances/NAME.restore.json`).
+/// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`).
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
     snapshot: String,
@@ -48,8 +48,7 @@ struct Journal {
 }
 
 fn journal_path(site: &Site, name: &str) -> std::path::PathBuf {
-    site.instance_state_dir()
-        .join(format!("{name}.restore.json"))
+    site.journals_dir().join(format!("{name}.restore.json"))
 }
 
 /// The manifest of `snapshot`, or why it cannot be restored.
@@ -282,15 +281,8 @@ pub fn restore(
         with_item(repo, &id, item, |r| engine.write_volume(volume, &image, r))?;
     }
     let mut tables_verified = 0;
-    if let (Some(pg), Some(tpg), true) = (&m.postgres, &target.profile.postgres, has_dump) {
-        let st = instance::start(site, engine, compose, &rec, &[&tpg.service], opts.timeout)?;
-        let container = st
-            .containers
-            .iter()
-            .find(|c| c.service == tpg.service)
-            .context("the Postgres container did not start")?;
-        let server = Server::from_container(engine, &container.id, tpg)?;
-        server.wait_ready(engine, opts.timeout)?;
+    if let (Some(pg), true) = (&m.postgres, has_dump) {
+        let server = target.start_postgres_alone(cx, opts.timeout)?;
         if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
             with_item(repo, &id, globals, |mut r| {
                 server.restore_globals(engine, &mut r)

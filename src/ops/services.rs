@@ -21,8 +21,7 @@ struct Stopped {
 }
 
 fn journal(site: &Site, instance: &str) -> PathBuf {
-    site.instance_state_dir()
-        .join(format!("{instance}.stopped.json"))
+    site.journals_dir().join(format!("{instance}.stopped.json"))
 }
 
 /// Services stopped for a while; started again when dropped.
@@ -72,7 +71,13 @@ impl StoppedServices<'_> {
 impl Drop for StoppedServices<'_> {
     fn drop(&mut self) {
         if !self.services.is_empty() {
-            if let Err(e) = start(self.site, self.engine, self.compose, self.rec, &self.services) {
+            if let Err(e) = start(
+                self.site,
+                self.engine,
+                self.compose,
+                self.rec,
+                &self.services,
+            ) {
                 tracing::error!(
                     "could not start {} of {} again: {e:#}",
                     self.services.join(", "),
@@ -85,7 +90,13 @@ impl Drop for StoppedServices<'_> {
 
 /// Starts the services and waits until the instance is ready again, so the
 /// caller leaves it as it found it.
-fn start(site: &Site, engine: &Engine, compose: &Compose, rec: &InstanceRecord, services: &[String]) -> Result<()> {
+fn start(
+    site: &Site,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    services: &[String],
+) -> Result<()> {
     let mut args = vec!["start"];
     args.extend(services.iter().map(String::as_str));
     compose.run(&rec.project(site), &args)?;

@@ -19,7 +19,7 @@ use crate::compose::Compose;
 use crate::docker::Engine;
 use crate::durable;
 use crate::instance::{self, InstanceRecord};
-use crate::postgres::{self, RowCounts, Server};
+use crate::postgres::{self, RowCounts};
 use crate::release;
 use crate::repo::Repository;
 use crate::site::{now_rfc3339, Site};
@@ -505,7 +505,7 @@ fn stop_old(
     args.extend(others.iter().map(String::as_str));
     compose.run(&project, &args)?;
     if let Some(pg) = &old.profile.postgres {
-        if let Some(server) = old_server(engine, old, pg)? {
+        if let Some(server) = old.running_postgres(engine)? {
             j.row_counts = Some(server.row_counts(engine)?);
         }
         if j.strategy == Strategy::Copy {
@@ -513,19 +513,6 @@ fn stop_old(
         }
     }
     Ok(())
-}
-
-fn old_server(
-    engine: &Engine,
-    old: &Target,
-    pg: &crate::profile::PostgresProfile,
-) -> Result<Option<Server>> {
-    let c = engine
-        .project_containers(&old.rec.name)?
-        .into_iter()
-        .find(|c| c.service == pg.service && c.state == "running");
-    c.map(|c| Server::from_container(engine, &c.id, pg))
-        .transpose()
 }
 
 fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
@@ -581,26 +568,13 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
     reset_volumes(cx, &new.rec)?;
     instance::prepare_project(site, lock, engine, compose, &new.rec)?;
     let pg_key = old.profile.postgres.as_ref().map(|p| p.data_volume.clone());
-    if let (Strategy::Dump, Some(opg), Some(npg)) =
+    if let (Strategy::Dump, Some(opg), Some(_)) =
         (j.strategy, &old.profile.postgres, &new.profile.postgres)
     {
-        let src = old_server(engine, old, opg)?
+        let src = old
+            .running_postgres(engine)?
             .context("the old Postgres server is not running; it is needed to dump the data")?;
-        let st = instance::start(
-            site,
-            engine,
-            compose,
-            &new.rec,
-            &[&npg.service],
-            opts.timeout,
-        )?;
-        let c = st
-            .containers
-            .iter()
-            .find(|c| c.service == npg.service)
-            .context("the new Postgres did not start")?;
-        let dst = Server::from_container(engine, &c.id, npg)?;
-        dst.wait_ready(engine, opts.timeout)?;
+        let dst = new.start_postgres_alone(cx, opts.timeout)?;
         pipe(
             |w| copy_exec(src.dump_globals(engine)?, w),
             |mut r| dst.restore_globals(engine, &mut r),
@@ -677,8 +651,10 @@ fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) 
     if st.state != "running" {
         bail!("instance {} is {} after start", new.rec.name, st.state);
     }
-    if let (Some(expected), Some(pg)) = (&j.row_counts, &new.profile.postgres) {
-        let server = old_server(engine, &new, pg)?.context("the new Postgres is not running")?;
+    if let (Some(expected), Some(_)) = (&j.row_counts, &new.profile.postgres) {
+        let server = new
+            .running_postgres(engine)?
+            .context("the new Postgres is not running")?;
         server.wait_ready(engine, opts.timeout)?;
         let got = server.row_counts(engine)?;
         if &got != expected {
