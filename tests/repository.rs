@@ -3,8 +3,9 @@
 //! installed), S3 against a moto server on loopback (python3 with venv), faults,
 //! forget/prune, export/import, locks.
 
+mod common;
+
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -639,11 +640,7 @@ fn locks_are_restic_compatible() {
     w.commit().unwrap();
     assert_eq!(std::fs::read_dir(dir.join("locks")).unwrap().count(), 0);
 
-    // a lock left by a dead process on this host is stale
-    let mut child = Command::new("true").spawn().unwrap();
-    let dead_pid = child.id();
-    child.wait().unwrap();
-    let _ = dead_pid;
+    // (stale locks of dead processes: see stale_locks_of_dead_processes_are_ignored)
     restic.run(&dir, &["check"]);
     repo.forget(
         KeepPolicy {
@@ -655,63 +652,11 @@ fn locks_are_restic_compatible() {
     .unwrap();
 }
 
-// ----- S3 (moto on loopback) -----
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_server() -> Moto {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv");
-    let bin = venv.join("bin/moto_server");
-    if !bin.exists() {
-        let st = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("python3 is required for the S3 tests");
-        assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "moto[s3,server]", "flask", "flask-cors"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "pip install moto failed");
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not start within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    moto
-}
+// ----- S3 (moto on loopback, from tests/common) -----
 
 #[test]
 fn s3_round_trip() {
-    let moto = moto_server();
+    let moto = common::moto_server();
     // moto accepts any credentials; these are only set for this process
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
@@ -746,4 +691,679 @@ fn s3_round_trip() {
         )
         .unwrap();
     assert_eq!(rep.kept.len(), 1);
+}
+
+// ----- fault tests: kill -9 during a backup, disk full, stale locks -----
+//
+// The writer that gets killed is this test binary itself, re-executed with
+// `fault_child --exact --ignored` and its orders in environment variables (the
+// password in UPKEEP_PASSWORD, never on argv). It drives the library through a
+// backend wrapper that can stop (sleep, then exit) at a chosen write, so the
+// kill lands exactly between two steps of a backup; one point kills in real time
+// while a pack is being written instead.
+
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use upkeep::repo::backend::{local::LocalBackend, Backend, FileType};
+
+/// Every wait for a child or a file is bounded by this.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Where the writer child stops and waits to be killed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pause {
+    /// Never: runs to the end unless killed in real time.
+    Never,
+    /// Right after its lock file is written (nothing else written yet).
+    AfterLock,
+    /// Right after the first pack is written (more data still to come).
+    AfterFirstPack,
+    /// When the index is about to be written (all packs are written).
+    BeforeIndex,
+    /// When the snapshot file is about to be written (the index is written).
+    BeforeSnapshot,
+    /// Right after the snapshot file is written (the lock is not yet released).
+    AfterSnapshot,
+}
+
+impl Pause {
+    fn parse(s: &str) -> Pause {
+        match s {
+            "never" => Pause::Never,
+            "after-lock" => Pause::AfterLock,
+            "after-first-pack" => Pause::AfterFirstPack,
+            "before-index" => Pause::BeforeIndex,
+            "before-snapshot" => Pause::BeforeSnapshot,
+            "after-snapshot" => Pause::AfterSnapshot,
+            _ => panic!("unknown pause point {s:?}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Pause::Never => "never",
+            Pause::AfterLock => "after-lock",
+            Pause::AfterFirstPack => "after-first-pack",
+            Pause::BeforeIndex => "before-index",
+            Pause::BeforeSnapshot => "before-snapshot",
+            Pause::AfterSnapshot => "after-snapshot",
+        }
+    }
+}
+
+/// A local backend that stops the process at one write: it creates the marker
+/// file, then sleeps until killed (and exits after 120 s if it never is).
+struct PausingBackend {
+    inner: LocalBackend,
+    pause: Pause,
+    marker: PathBuf,
+    packs: AtomicUsize,
+}
+
+impl PausingBackend {
+    fn stop_here(&self) -> ! {
+        std::fs::write(&self.marker, self.pause.name()).unwrap();
+        std::thread::sleep(Duration::from_secs(120));
+        eprintln!("fault_child: never killed; giving up");
+        std::process::exit(3);
+    }
+}
+
+impl Backend for PausingBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> upkeep::repo::Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, t: FileType) -> upkeep::repo::Result<Vec<(String, u64)>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> upkeep::repo::Result<Vec<u8>> {
+        self.inner.read(t, name)
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> upkeep::repo::Result<Vec<u8>> {
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> upkeep::repo::Result<()> {
+        match (t, self.pause) {
+            (FileType::Index, Pause::BeforeIndex) | (FileType::Snapshot, Pause::BeforeSnapshot) => {
+                self.stop_here()
+            }
+            _ => {}
+        }
+        self.inner.write(t, name, data)?;
+        let first_pack = t == FileType::Pack && self.packs.fetch_add(1, Ordering::SeqCst) == 0;
+        match (t, self.pause) {
+            (FileType::Lock, Pause::AfterLock) | (FileType::Snapshot, Pause::AfterSnapshot) => {
+                self.stop_here()
+            }
+            (FileType::Pack, Pause::AfterFirstPack) if first_pack => self.stop_here(),
+            _ => Ok(()),
+        }
+    }
+    fn remove(&self, t: FileType, name: &str) -> upkeep::repo::Result<()> {
+        self.inner.remove(t, name)
+    }
+}
+
+/// The writer child: a backup of `FAULT_MIB` MiB of seeded random data (or a
+/// prune), stopping where `FAULT_PAUSE` says. Does nothing in a normal test run.
+#[test]
+#[ignore = "run as a child process by the kill -9 and lock tests"]
+fn fault_child() {
+    let Ok(repo) = std::env::var("UPKEEP_FAULT_REPO") else {
+        eprintln!("fault_child only runs as a child of the fault tests");
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let password = var("UPKEEP_PASSWORD");
+    let be = PausingBackend {
+        inner: LocalBackend::new(&repo),
+        pause: Pause::parse(&var("UPKEEP_FAULT_PAUSE")),
+        marker: PathBuf::from(var("UPKEEP_FAULT_MARKER")),
+        packs: AtomicUsize::new(0),
+    };
+    let repo = Repository::open_backend(Arc::new(be), &password).unwrap();
+    match var("UPKEEP_FAULT_OP").as_str() {
+        "backup" => {
+            let seed: u64 = var("UPKEEP_FAULT_SEED").parse().unwrap();
+            let mib: usize = var("UPKEEP_FAULT_MIB").parse().unwrap();
+            let data = random_bytes(mib * 1024 * 1024, seed);
+            let mut w = repo
+                .begin_snapshot(SnapshotMeta {
+                    tags: vec!["killed".into()],
+                    ..Default::default()
+                })
+                .unwrap();
+            w.add_stream("config.tar", &mut &b"config"[..]).unwrap();
+            w.add_stream("volumes/data.tar", &mut &data[..]).unwrap();
+            w.commit().unwrap();
+        }
+        "prune" => {
+            repo.prune().unwrap();
+        }
+        op => panic!("unknown operation {op:?}"),
+    }
+}
+
+/// A writer child; killed (SIGKILL) and reaped when dropped.
+struct Writer {
+    child: Child,
+    log: PathBuf,
+    marker: PathBuf,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Writer {
+    fn spawn(repo: &Path, work: &Path, op: &str, pause: Pause, seed: u64, mib: usize) -> Writer {
+        let tag = format!("{op}-{}-{seed}", pause.name());
+        let log = work.join(format!("{tag}.log"));
+        let marker = work.join(format!("{tag}.paused"));
+        let out = File::create(&log).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fault_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("UPKEEP_FAULT_REPO", repo)
+            .env("UPKEEP_PASSWORD", PASSWORD)
+            .env("UPKEEP_FAULT_OP", op)
+            .env("UPKEEP_FAULT_PAUSE", pause.name())
+            .env("UPKEEP_FAULT_MARKER", &marker)
+            .env("UPKEEP_FAULT_SEED", seed.to_string())
+            .env("UPKEEP_FAULT_MIB", mib.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Writer { child, log, marker }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (at most [`WAIT`]) until `cond` holds; fails loudly, with the
+    /// child's output, if it times out or if the child ends first.
+    fn wait_until(&mut self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if cond() {
+                return;
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the writer ended ({st}) before {what}; its output:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {WAIT:?} for {what}; the writer's output:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_paused(&mut self) {
+        let marker = self.marker.clone();
+        self.wait_until("its pause point", || marker.exists());
+    }
+
+    /// SIGKILL, and proof that the signal (not the child's own end) stopped it.
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        let st = self.child.wait().unwrap();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "the writer was not killed but ended ({st}):\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+/// Names of the files in `dir` (none if it does not exist).
+fn names_in(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// (complete packs, temporary files) under `data/`.
+fn data_files(repo: &Path) -> (usize, usize) {
+    let (mut packs, mut tmps) = (0, 0);
+    for sub in names_in(&repo.join("data")) {
+        for n in names_in(&repo.join("data").join(sub)) {
+            if n.contains("-tmp-") {
+                tmps += 1;
+            } else {
+                packs += 1;
+            }
+        }
+    }
+    (packs, tmps)
+}
+
+/// Every file under `dir` whose name marks an unfinished write.
+fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(tmp_files(&e.path()));
+        } else if e.file_name().to_string_lossy().contains("-tmp-") {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// A base snapshot taken before the faults: it must survive them intact.
+fn base_snapshot(repo: &Repository) -> (String, Vec<u8>) {
+    let base = random_bytes(1024 * 1024 + 17, 4242);
+    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    w.add_stream("config.tar", &mut &b"base config"[..])
+        .unwrap();
+    w.add_stream("volumes/base.tar", &mut &base[..]).unwrap();
+    (w.commit().unwrap().id, base)
+}
+
+fn assert_base_intact(repo: &Repository, id: &str, base: &[u8], when: &str) {
+    assert_eq!(
+        restore(repo, id, "volumes/base.tar"),
+        base,
+        "{when}: the base snapshot no longer restores its bytes"
+    );
+    assert_eq!(restore(repo, id, "config.tar"), b"base config");
+}
+
+#[test]
+fn kill9_during_backup_leaves_a_clean_repository() {
+    struct Point {
+        what: &'static str,
+        pause: Pause,
+        /// poll `data/` and kill as soon as a pack (or its temporary file) appears
+        real_time: bool,
+        /// the writer's lock file must be left behind
+        lock_left: bool,
+        /// the snapshot was complete when killed (only at the very end)
+        committed: bool,
+    }
+    let points = [
+        Point {
+            what: "right after start",
+            pause: Pause::Never,
+            real_time: false,
+            lock_left: false,
+            committed: false,
+        },
+        Point {
+            what: "lock taken, nothing written yet",
+            pause: Pause::AfterLock,
+            real_time: false,
+            lock_left: true,
+            committed: false,
+        },
+        Point {
+            what: "while the first pack is being written (real time)",
+            pause: Pause::Never,
+            real_time: true,
+            lock_left: true,
+            committed: false,
+        },
+        Point {
+            what: "first pack written, more data pending",
+            pause: Pause::AfterFirstPack,
+            real_time: false,
+            lock_left: true,
+            committed: false,
+        },
+        Point {
+            what: "all packs written, index not yet",
+            pause: Pause::BeforeIndex,
+            real_time: false,
+            lock_left: true,
+            committed: false,
+        },
+        Point {
+            what: "index written, snapshot not yet",
+            pause: Pause::BeforeSnapshot,
+            real_time: false,
+            lock_left: true,
+            committed: false,
+        },
+        Point {
+            what: "snapshot written, lock not yet released",
+            pause: Pause::AfterSnapshot,
+            real_time: false,
+            lock_left: true,
+            committed: true,
+        },
+    ];
+    // 20 MiB of incompressible data: one 16 MiB pack is written while the
+    // stream is read, the rest at commit
+    const MIB: usize = 20;
+    let restic = Restic::new();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, p) in points.iter().enumerate() {
+        let started = Instant::now();
+        let dir = tmp.path().join(format!("repo{i}"));
+        let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
+        let (base_id, base) = base_snapshot(&repo);
+        let seed = 1000 + i as u64;
+
+        // the writer, killed at its point
+        let mut w = Writer::spawn(&dir, tmp.path(), "backup", p.pause, seed, MIB);
+        if p.real_time {
+            w.wait_until("a pack file in data/", || data_files(&dir) != (0, 0));
+        } else if p.pause != Pause::Never {
+            w.wait_paused();
+        }
+        w.kill9();
+        let (packs, tmps) = data_files(&dir);
+        let locks = names_in(&dir.join("locks"));
+        eprintln!(
+            "killed {}: {packs} pack(s) besides the base's, {tmps} temporary file(s), {} lock(s), {} index file(s)",
+            p.what,
+            locks.len(),
+            names_in(&dir.join("index")).len()
+        );
+        if p.lock_left {
+            assert_eq!(locks.len(), 1, "{}: the killed writer's lock", p.what);
+        }
+
+        // check is clean (leftover packs are only counted), and its lock
+        // removed the dead writer's one
+        let repo = Repository::open(&local(&dir), PASSWORD).unwrap();
+        let report = repo.check(true).unwrap();
+        assert!(report.is_ok(), "{}: {report:?}", p.what);
+        assert!(
+            names_in(&dir.join("locks")).is_empty(),
+            "{}: the dead writer's lock was not removed",
+            p.what
+        );
+        // restic 0.14's check takes an exclusive lock: it runs since the stale lock is gone
+        restic.run(&dir, &["check"]);
+
+        // the interrupted snapshot is absent (present only if it was complete)
+        let snaps = repo.snapshots().unwrap();
+        let killed: Vec<_> = snaps
+            .iter()
+            .filter(|s| s.tags == vec!["killed".to_string()])
+            .collect();
+        assert_eq!(snaps.len(), 1 + killed.len());
+        assert_eq!(killed.len(), usize::from(p.committed), "{}", p.what);
+        assert_eq!(snaps[0].id, base_id);
+        assert_base_intact(&repo, &base_id, &base, p.what);
+        let data = random_bytes(MIB * 1024 * 1024, seed);
+        if let Some(s) = killed.first() {
+            assert_eq!(restore(&repo, &s.id, "volumes/data.tar"), data);
+        }
+
+        // the next backup of the same data succeeds (using whatever the killed
+        // writer indexed) and restores; an exclusive prune then removes the leftovers
+        let mut next = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        next.add_stream("volumes/data.tar", &mut &data[..]).unwrap();
+        let s = next.commit().unwrap();
+        assert_eq!(restore(&repo, &s.short_id, "volumes/data.tar"), data);
+        repo.prune().unwrap();
+        let report = repo.check(false).unwrap();
+        assert!(report.is_ok(), "{}: after prune: {report:?}", p.what);
+        assert_eq!(report.unreferenced_packs, 0, "{}", p.what);
+        restic.run(&dir, &["check", "--read-data"]);
+        assert_base_intact(&repo, &base_id, &base, p.what);
+        eprintln!("  verified in {:.1} s", started.elapsed().as_secs_f64());
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A tmpfs mounted by the test; unmounted when dropped (also on panic).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Tmpfs { dir },
+            Ok(o) => panic!(
+                "the disk-full test mounts a {size} tmpfs and needs root (CAP_SYS_ADMIN) for it; \
+                 `mount -t tmpfs` failed (uid {}): {}",
+                // SAFETY: no preconditions.
+                unsafe { libc::getuid() },
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("the disk-full test needs `mount` (util-linux) and root: {e}"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            // busy (a panic mid-write): detach it so nothing stays mounted
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+fn free_bytes(p: &Path) -> u64 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+fn assert_no_space_error(e: &RepoError, when: &str) {
+    let msg = e.to_string();
+    assert!(
+        matches!(e, RepoError::Backend { .. })
+            && msg.contains("No space left on device")
+            && msg.contains("free some space or use another repository"),
+        "{when}: not a clear disk-full error: {msg}"
+    );
+}
+
+#[test]
+fn disk_full_is_a_clean_error() {
+    let restic = Restic::new();
+    // 24 MiB: the base snapshot and one 16 MiB pack fit, a second pack does not
+    let fs = Tmpfs::mount("24m");
+    let dir = fs.path().join("repo");
+    let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
+    let (base_id, base) = base_snapshot(&repo);
+    let after_base = free_bytes(fs.path());
+
+    let assert_clean = |when: &str, unreferenced: usize| {
+        assert!(tmp_files(&dir).is_empty(), "{when}: {:?}", tmp_files(&dir));
+        assert!(names_in(&dir.join("locks")).is_empty(), "{when}: lock left");
+        let snaps = repo.snapshots().unwrap();
+        assert_eq!(snaps.len(), 1, "{when}: a partial snapshot is visible");
+        let report = repo.check(true).unwrap();
+        assert!(report.is_ok(), "{when}: {report:?}");
+        assert_eq!(report.unreferenced_packs, unreferenced, "{when}");
+        assert_base_intact(&repo, &base_id, &base, when);
+    };
+
+    // 40 MiB: the first pack fits, the second fails while the stream is read
+    let big = random_bytes(40 * 1024 * 1024, 77);
+    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let err = w
+        .add_stream("volumes/big.tar", &mut &big[..])
+        .expect_err("40 MiB cannot fit in 24");
+    assert_no_space_error(&err, "while adding a stream");
+    eprintln!("disk full while adding a stream: {err}");
+    assert!(w.commit().is_err(), "a failed snapshot must not commit");
+    drop(big);
+    assert_clean("after the failed stream", 1);
+
+    // 10 MiB with 8 left: everything is read, the pack fails at commit
+    let ten = random_bytes(10 * 1024 * 1024, 78);
+    assert!(free_bytes(fs.path()) < ten.len() as u64);
+    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    w.add_stream("volumes/ten.tar", &mut &ten[..]).unwrap();
+    let err = w.commit().expect_err("10 MiB cannot fit in 8");
+    assert_no_space_error(&err, "at commit");
+    eprintln!("disk full at commit: {err}");
+    assert_clean("after the failed commit", 1);
+
+    // pruning the leftovers frees the space; the same backup then succeeds
+    let pr = repo.prune().unwrap();
+    assert_eq!(pr.packs_deleted, 1, "{pr:?}");
+    assert!(free_bytes(fs.path()) >= after_base - 64 * 1024);
+    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    w.add_stream("volumes/ten.tar", &mut &ten[..]).unwrap();
+    let s = w.commit().unwrap();
+    assert_eq!(restore(&repo, &s.short_id, "volumes/ten.tar"), ten);
+    assert_base_intact(&repo, &base_id, &base, "after the retried backup");
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+    restic.run(&dir, &["check", "--read-data"]);
+    drop(repo);
+    drop(fs);
+}
+
+#[test]
+fn stale_locks_of_dead_processes_are_ignored() {
+    let restic = Restic::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
+    let host = upkeep::repo::hostname();
+    let expect_locked = |r: Result<(), RepoError>, pid: u32, exclusive: bool, what: &str| match r {
+        Err(e @ RepoError::Locked { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("@{host} (pid {pid})"))
+                    && msg.contains(if exclusive {
+                        "an exclusive lock"
+                    } else {
+                        "by a lock"
+                    }),
+                "{what}: the error does not name the holder: {msg}"
+            );
+        }
+        r => panic!("{what}: expected a Locked error, got {r:?}"),
+    };
+
+    // a live writer's shared lock: blocks prune (naming it), not another backup
+    let mut w = Writer::spawn(&dir, tmp.path(), "backup", Pause::AfterLock, 1, 1);
+    w.wait_paused();
+    expect_locked(
+        repo.prune().map(drop),
+        w.pid(),
+        false,
+        "prune vs a live backup",
+    );
+    let mut b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    b.add_stream("a", &mut &b"a"[..]).unwrap();
+    b.commit().unwrap();
+    // killed: its lock stays behind; restic 0.14 does not skip it...
+    w.kill9();
+    assert_eq!(names_in(&dir.join("locks")).len(), 1);
+    let out = restic.cmd(&dir, &["prune"]).output().unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already locked"),
+        "restic 0.14 was expected to refuse a stale lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...upkeep does (same host, dead pid) and deletes it, so restic runs again
+    repo.prune().unwrap();
+    assert!(names_in(&dir.join("locks")).is_empty());
+    restic.run(&dir, &["prune"]);
+
+    // a live prune's exclusive lock blocks a backup, naming it; once killed, it does not
+    let mut w = Writer::spawn(&dir, tmp.path(), "prune", Pause::AfterLock, 2, 1);
+    w.wait_paused();
+    expect_locked(
+        repo.begin_snapshot(SnapshotMeta::default()).map(drop),
+        w.pid(),
+        true,
+        "backup vs a live prune",
+    );
+    w.kill9();
+    let mut b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    b.add_stream("b", &mut &b"b"[..]).unwrap();
+    b.commit().unwrap();
+    assert!(names_in(&dir.join("locks")).is_empty());
+
+    // the same with restic's own lock: a `restic backup --stdin` waiting for input
+    let mut r = restic
+        .cmd(&dir, &["backup", "--stdin", "--stdin-filename", "x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = r.id();
+    let deadline = Instant::now() + WAIT;
+    while names_in(&dir.join("locks")).is_empty() {
+        assert!(r.try_wait().unwrap().is_none(), "restic backup ended early");
+        assert!(
+            Instant::now() < deadline,
+            "restic took no lock within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    expect_locked(
+        repo.prune().map(drop),
+        pid,
+        false,
+        "prune vs a live restic backup",
+    );
+    r.kill().unwrap();
+    assert_eq!(r.wait().unwrap().signal(), Some(libc::SIGKILL));
+    repo.prune().unwrap();
+    assert!(names_in(&dir.join("locks")).is_empty());
+    restic.run(&dir, &["check"]);
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
 }

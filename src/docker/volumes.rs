@@ -72,6 +72,14 @@ impl Engine {
         })
     }
 
+    /// Disk usage per volume name in bytes (approximate: docker rounds).
+    pub fn volume_bytes(&self) -> HashMap<String, u64> {
+        self.volume_sizes()
+            .into_iter()
+            .filter_map(|(name, size)| parse_size(&size).map(|b| (name, b)))
+            .collect()
+    }
+
     /// Disk usage per volume name. The typed API client follows the newest
     /// `/system/df` schema, which older engines (API 1.41) do not send, so
     /// this asks the docker CLI, which speaks every version.
@@ -106,5 +114,34 @@ impl Engine {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing volume {name}")),
         }
+    }
+}
+
+/// Parses docker's human sizes (`0B`, `512kB`, `47.25MB`, `1.2GB`: decimal units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = text.split_at(split);
+    let n: f64 = num.trim().parse().ok()?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "b" => 1e0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docker_sizes_parse() {
+        assert_eq!(super::parse_size("0B"), Some(0));
+        assert_eq!(super::parse_size("512kB"), Some(512_000));
+        assert_eq!(super::parse_size("47.25MB"), Some(47_250_000));
+        assert_eq!(super::parse_size("1.5GB"), Some(1_500_000_000));
+        assert_eq!(super::parse_size("N/A"), None);
     }
 }

@@ -239,6 +239,7 @@ pub fn plan(
         ));
     }
     let (strategy, why) = choose_strategy(engine, &old, &new, opts.strategy)?;
+    check_space(site, engine, &old)?;
     warnings.extend(env_changes(site, &old, &new)?);
     let new_ports: Vec<String> = new
         .rec
@@ -269,6 +270,35 @@ pub fn plan(
         warnings,
     };
     Ok((plan, old, new))
+}
+
+/// The new volumes need room in Docker's data root, and the safety snapshot
+/// in the site's repository (compressed and deduplicated, it is smaller
+/// than the volumes; their size is the safe bound).
+fn check_space(site: &Site, engine: &Engine, old: &Target) -> Result<()> {
+    let sizes = engine.volume_bytes();
+    let needed: u64 = old.rec.volumes.values().filter_map(|v| sizes.get(v)).sum();
+    let root = engine.data_root()?;
+    let mut places = vec![(root.clone(), "Docker's data root (the new volumes)")];
+    let repo = super::repository::default_location(site);
+    if repo.exists() {
+        places.push((
+            repo.display().to_string(),
+            "the backup repository (the safety snapshot)",
+        ));
+    }
+    for (path, what) in places {
+        match durable::free_bytes(std::path::Path::new(&path)) {
+            Ok(free) if free < needed => bail!(
+                "{what} at {path} has {} free but the upgrade needs about {}: free space first (nothing was changed)",
+                durable::human_bytes(free),
+                durable::human_bytes(needed)
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot check free space of {path}: {e}"),
+        }
+    }
+    Ok(())
 }
 
 fn choose_strategy(

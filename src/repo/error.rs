@@ -15,7 +15,7 @@ pub enum RepoError {
     #[error("a repository already exists at {location}")]
     AlreadyExists { location: String },
 
-    #[error("repository {location} is locked by {holder}; wait for it to finish, or if that process is gone, remove the lock with `restic unlock` (locks older than 30 minutes are ignored)")]
+    #[error("repository {location} is locked by {holder}; wait for it to finish, or if that process is gone, remove the lock with `restic unlock` (upkeep ignores locks older than 30 minutes and removes those of processes gone from this host)")]
     Locked { location: String, holder: String },
 
     #[error("no snapshot matches {0:?}: list them with `upkeep snapshots`")]

@@ -1,7 +1,11 @@
 //! Lock files in `locks/`, compatible with restic's: a shared lock for backup,
 //! restore and check, an exclusive one for forget/prune. A lock is stale when
 //! it is older than 30 minutes, or when it was taken on this host by a process
-//! that no longer exists. Held locks are refreshed every 5 minutes, as restic does.
+//! that no longer exists (restic's `Lock.Stale` rule). Stale locks do not block
+//! us; those of dead processes on this host are also deleted, as `restic unlock`
+//! would, because restic 0.14 itself never skips a stale lock (its `check` and
+//! `prune` would refuse to run until someone unlocks). Empty lock files are
+//! skipped, as restic does. Held locks are refreshed every 5 minutes, as restic does.
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -43,15 +47,25 @@ fn pid_alive(pid: i64) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether a lock no longer counts.
-pub fn is_stale(l: &LockFile, now: OffsetDateTime) -> bool {
+/// Why a lock no longer counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stale {
+    /// Older than 30 minutes (or without a readable time): its holder stopped
+    /// refreshing it. Ignored, not deleted (the holder may be on another host).
+    Old,
+    /// Taken on this host by a process that no longer exists: ignored and deleted.
+    DeadProcess,
+}
+
+/// Whether (and why) a lock no longer counts.
+pub fn staleness(l: &LockFile, now: OffsetDateTime) -> Option<Stale> {
     let Some(t) = parse_time(&l.time) else {
-        return true;
+        return Some(Stale::Old);
     };
     if now - t > STALE_AFTER {
-        return true;
+        return Some(Stale::Old);
     }
-    l.hostname == hostname() && !pid_alive(l.pid)
+    (l.hostname == hostname() && !pid_alive(l.pid)).then_some(Stale::DeadProcess)
 }
 
 fn save(be: &dyn Backend, key: &Key, version: u32, lf: &LockFile) -> Result<String> {
@@ -119,8 +133,9 @@ impl Lock {
 
     fn check_others(repo: &Repository, exclusive: bool, own: Option<&str>) -> Result<()> {
         let now = now();
-        for (name, _) in repo.be.list(FileType::Lock)? {
-            if Some(name.as_str()) == own {
+        for (name, size) in repo.be.list(FileType::Lock)? {
+            // an empty file is an interrupted upload on a non-atomic backend (restic skips them too)
+            if Some(name.as_str()) == own || size == 0 {
                 continue;
             }
             let lf: LockFile = match repo.load_json(FileType::Lock, &name) {
@@ -129,8 +144,14 @@ impl Lock {
                 Err(RepoError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            if is_stale(&lf, now) {
-                continue;
+            match staleness(&lf, now) {
+                Some(Stale::DeadProcess) => {
+                    // best effort: a lock left by a killed process (ours or restic's)
+                    let _ = repo.be.remove(FileType::Lock, &name);
+                    continue;
+                }
+                Some(Stale::Old) => continue,
+                None => {}
             }
             if exclusive || lf.exclusive {
                 return Err(RepoError::Locked {
@@ -165,5 +186,54 @@ impl Drop for Lock {
         }
         let id = self.current.lock().expect("lock id").clone();
         let _ = self.be.remove(FileType::Lock, &id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(time: OffsetDateTime, host: &str, pid: i64) -> LockFile {
+        LockFile {
+            time: format_time(time),
+            exclusive: true,
+            hostname: host.into(),
+            username: "root".into(),
+            pid,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn staleness_follows_restic() {
+        let t = now();
+        let me = i64::from(std::process::id());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = i64::from(child.id());
+        child.wait().unwrap();
+        let here = hostname();
+        // a live process here, fresh: holds
+        assert_eq!(staleness(&lock(t, &here, me), t), None);
+        // a dead process here: stale (and deleted by acquire)
+        assert_eq!(
+            staleness(&lock(t, &here, dead), t),
+            Some(Stale::DeadProcess)
+        );
+        // another host: its pids mean nothing here, so it holds until 30 minutes old
+        assert_eq!(staleness(&lock(t, "elsewhere", dead), t), None);
+        let old = t - time::Duration::minutes(31);
+        assert_eq!(
+            staleness(&lock(old, "elsewhere", dead), t),
+            Some(Stale::Old)
+        );
+        assert_eq!(staleness(&lock(old, &here, me), t), Some(Stale::Old));
+        assert_eq!(
+            staleness(&lock(t - time::Duration::minutes(29), "elsewhere", 1), t),
+            None
+        );
+        let mut bad = lock(t, &here, me);
+        bad.time = "yesterday".into();
+        assert_eq!(staleness(&bad, t), Some(Stale::Old));
     }
 }

@@ -123,7 +123,10 @@ impl Repository {
         }
     }
 
-    pub(crate) fn open_backend(be: Arc<dyn Backend>, password: &str) -> Result<Repository> {
+    /// Opens the repository stored in `be` (any [`Backend`], e.g. a wrapper
+    /// around [`LocalBackend`](super::backend::local::LocalBackend) that
+    /// counts or delays writes) with `password`.
+    pub fn open_backend(be: Arc<dyn Backend>, password: &str) -> Result<Repository> {
         let location = be.location();
         let raw_config = match be.read(FileType::Config, "config") {
             Ok(c) => c,
