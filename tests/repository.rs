@@ -814,6 +814,9 @@ impl Backend for PausingBackend {
     fn remove(&self, t: FileType, name: &str) -> upkeep::repo::Result<()> {
         self.inner.remove(t, name)
     }
+    fn remove_temporaries(&self) -> upkeep::repo::Result<(usize, u64)> {
+        self.inner.remove_temporaries()
+    }
 }
 
 /// The writer child: a backup of `FAULT_MIB` MiB of seeded random data (or a
@@ -1070,17 +1073,22 @@ fn kill9_during_backup_leaves_a_clean_repository() {
     const MIB: usize = 20;
     let restic = Restic::new();
     let tmp = tempfile::tempdir().unwrap();
+    // one repository for all the kills: its base snapshot must survive them all
+    let dir = tmp.path().join("repo");
+    let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
+    let (base_id, base) = base_snapshot(&repo);
+    drop(repo);
     for (i, p) in points.iter().enumerate() {
         let started = Instant::now();
-        let dir = tmp.path().join(format!("repo{i}"));
-        let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
-        let (base_id, base) = base_snapshot(&repo);
         let seed = 1000 + i as u64;
+        let (packs_before, _) = data_files(&dir);
 
         // the writer, killed at its point
         let mut w = Writer::spawn(&dir, tmp.path(), "backup", p.pause, seed, MIB);
         if p.real_time {
-            w.wait_until("a pack file in data/", || data_files(&dir) != (0, 0));
+            w.wait_until("a new file in data/", || {
+                data_files(&dir) != (packs_before, 0)
+            });
         } else if p.pause != Pause::Never {
             w.wait_paused();
         }
@@ -1088,8 +1096,9 @@ fn kill9_during_backup_leaves_a_clean_repository() {
         let (packs, tmps) = data_files(&dir);
         let locks = names_in(&dir.join("locks"));
         eprintln!(
-            "killed {}: {packs} pack(s) besides the base's, {tmps} temporary file(s), {} lock(s), {} index file(s)",
+            "killed {}: {} new pack(s), {tmps} temporary file(s), {} lock(s), {} index file(s)",
             p.what,
+            packs - packs_before,
             locks.len(),
             names_in(&dir.join("index")).len()
         );
@@ -1097,8 +1106,8 @@ fn kill9_during_backup_leaves_a_clean_repository() {
             assert_eq!(locks.len(), 1, "{}: the killed writer's lock", p.what);
         }
 
-        // check is clean (leftover packs are only counted), and its lock
-        // removed the dead writer's one
+        // check is clean (leftover packs are only counted), and taking its
+        // lock removed the dead writer's one
         let repo = Repository::open(&local(&dir), PASSWORD).unwrap();
         let report = repo.check(true).unwrap();
         assert!(report.is_ok(), "{}: {report:?}", p.what);
@@ -1107,40 +1116,62 @@ fn kill9_during_backup_leaves_a_clean_repository() {
             "{}: the dead writer's lock was not removed",
             p.what
         );
-        // restic 0.14's check takes an exclusive lock: it runs since the stale lock is gone
+        // restic 0.14's check takes an exclusive lock: it runs because the stale lock is gone
         restic.run(&dir, &["check"]);
 
         // the interrupted snapshot is absent (present only if it was complete)
         let snaps = repo.snapshots().unwrap();
-        let killed: Vec<_> = snaps
+        let killed: Vec<String> = snaps
             .iter()
             .filter(|s| s.tags == vec!["killed".to_string()])
+            .map(|s| s.id.clone())
             .collect();
         assert_eq!(snaps.len(), 1 + killed.len());
         assert_eq!(killed.len(), usize::from(p.committed), "{}", p.what);
         assert_eq!(snaps[0].id, base_id);
         assert_base_intact(&repo, &base_id, &base, p.what);
         let data = random_bytes(MIB * 1024 * 1024, seed);
-        if let Some(s) = killed.first() {
-            assert_eq!(restore(&repo, &s.id, "volumes/data.tar"), data);
+        for id in &killed {
+            assert!(restic.run(&dir, &["dump", id, "/volumes/data.tar"]) == data);
         }
 
-        // the next backup of the same data succeeds (using whatever the killed
-        // writer indexed) and restores; an exclusive prune then removes the leftovers
+        // the next backup of the same data succeeds (deduplicating against
+        // whatever the killed writer indexed), and restic reads it back
         let mut next = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
         next.add_stream("volumes/data.tar", &mut &data[..]).unwrap();
         let s = next.commit().unwrap();
-        assert_eq!(restore(&repo, &s.short_id, "volumes/data.tar"), data);
-        repo.prune().unwrap();
+        assert!(
+            restic.run(&dir, &["dump", &s.id, "/volumes/data.tar"]) == data,
+            "{}: the next backup does not restore its bytes",
+            p.what
+        );
+        restic.run(&dir, &["check", "--read-data"]);
+
+        // an exclusive operation is not blocked either: drop this round's
+        // snapshots and prune the leftovers, back to the base snapshot alone
+        let mut specs = vec![s.id.as_str()];
+        specs.extend(killed.iter().map(String::as_str));
+        let pruned = repo.remove_snapshots(&specs, true).unwrap().prune.unwrap();
+        assert_eq!(pruned.temporary_files_deleted, tmps, "{}", p.what);
+        assert!(
+            tmp_files(&dir).is_empty(),
+            "{}: {:?}",
+            p.what,
+            tmp_files(&dir)
+        );
         let report = repo.check(false).unwrap();
         assert!(report.is_ok(), "{}: after prune: {report:?}", p.what);
         assert_eq!(report.unreferenced_packs, 0, "{}", p.what);
-        restic.run(&dir, &["check", "--read-data"]);
+        assert_eq!(report.snapshots, 1);
         assert_base_intact(&repo, &base_id, &base, p.what);
         eprintln!("  verified in {:.1} s", started.elapsed().as_secs_f64());
-        drop(w);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
+    let report = Repository::open(&local(&dir), PASSWORD)
+        .unwrap()
+        .check(true)
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    restic.run(&dir, &["check", "--read-data"]);
 }
 
 /// A tmpfs mounted by the test; unmounted when dropped (also on panic).
@@ -1260,6 +1291,7 @@ fn disk_full_is_a_clean_error() {
     // pruning the leftovers frees the space; the same backup then succeeds
     let pr = repo.prune().unwrap();
     assert_eq!(pr.packs_deleted, 1, "{pr:?}");
+    assert_eq!(pr.temporary_files_deleted, 0, "{pr:?}");
     assert!(free_bytes(fs.path()) >= after_base - 64 * 1024);
     let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("volumes/ten.tar", &mut &ten[..]).unwrap();

@@ -40,11 +40,16 @@ fn journal(site: &TestSite, old: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The instance's state, or `absent` when upkeep has no such instance.
 fn state(site: &TestSite, name: &str) -> String {
-    site.json(&["status", name])[0]["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let out = site.run(&["status", name, "--json"]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no instance named"), "status {name}: {err}");
+        return "absent".into();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["state"].as_str().unwrap().to_string()
 }
 
 #[test]

@@ -100,7 +100,7 @@ pub fn snapshots(site: &Site, args: &SnapshotsArgs, out: &Output) -> Result<()> 
             .map(|s| {
                 vec![
                     s.short_id.clone(),
-                    s.time.to_string(),
+                    short_time(s.time),
                     s.hostname.clone(),
                     s.tags.join(","),
                     s.total_bytes.map(human_bytes).unwrap_or_default(),
@@ -109,6 +109,15 @@ pub fn snapshots(site: &Site, args: &SnapshotsArgs, out: &Output) -> Result<()> 
             .collect();
         table(&["ID", "TIME", "HOST", "TAGS", "SIZE"], &rows)
     })
+}
+
+/// `2026-11-25 01:12:20 UTC`: what a person reads in a listing.
+fn short_time(t: time::OffsetDateTime) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 pub fn check(site: &Site, args: &CheckArgs, out: &Output) -> Result<i32> {
@@ -175,7 +184,12 @@ pub fn forget(site: &Site, args: &ForgetArgs, out: &Output) -> Result<()> {
             report.removed.len()
         );
         for s in &report.removed {
-            text += &format!("\n  {} {} {}", s.short_id, s.time, s.tags.join(","));
+            text += &format!(
+                "\n  {} {} {}",
+                s.short_id,
+                short_time(s.time),
+                s.tags.join(",")
+            );
         }
         if let Some(p) = &report.prune {
             text += &format!("\nprune: {p:?}");

@@ -45,6 +45,8 @@ pub struct PruneReport {
     pub bytes_deleted: u64,
     /// Bytes of pack files written by repacking.
     pub bytes_written: u64,
+    /// Unfinished files of interrupted backups deleted (their bytes count in `bytes_deleted`).
+    pub temporary_files_deleted: usize,
 }
 
 /// What [`Repository::forget`] did.
@@ -187,6 +189,9 @@ impl Repository {
     }
 
     fn prune_locked(&self, _lock: &Lock) -> Result<PruneReport> {
+        let mut rep = PruneReport::default();
+        // the exclusive lock means no writer runs: unfinished files are garbage
+        (rep.temporary_files_deleted, rep.bytes_deleted) = self.be.remove_temporaries()?;
         self.reset_index();
         let idx = self.index()?;
         // everything the remaining snapshots need
@@ -194,7 +199,6 @@ impl Repository {
         for (_, s) in self.load_snapshots()? {
             self.mark_used(&idx, &s.tree, &mut used)?;
         }
-        let mut rep = PruneReport::default();
         let mut keep_packs: Vec<IndexPack> = Vec::new();
         let mut delete: Vec<Id> = Vec::new();
         let mut repack: Vec<(Id, Vec<super::format::IndexBlob>)> = Vec::new();

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{is_id, Backend, FileType};
+use super::{is_id, is_temporary, Backend, FileType};
 use crate::repo::error::{RepoError, Result};
 
 /// A folder holding a repository.
@@ -149,6 +149,48 @@ impl Backend for LocalBackend {
             return Err(self.err("write", &p, e));
         }
         Ok(())
+    }
+
+    fn remove_temporaries(&self) -> Result<(usize, u64)> {
+        // not keys/ and locks/: those are written without holding a lock
+        let mut dirs = vec![self.root.join("index"), self.root.join("snapshots")];
+        let data = self.root.join("data");
+        match fs::read_dir(&data) {
+            Ok(rd) => {
+                for e in rd {
+                    let e = e.map_err(|e| self.err("list", &data, e))?;
+                    if e.file_type().map(|f| f.is_dir()).unwrap_or(false) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("list", &data, e)),
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for d in dirs {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err("list", &d, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| self.err("list", &d, e))?;
+                if !is_temporary(&e.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        files += 1;
+                        bytes += size;
+                    }
+                    Err(er) if er.kind() == ErrorKind::NotFound => {}
+                    Err(er) => return Err(self.err("delete", &e.path(), er)),
+                }
+            }
+        }
+        Ok((files, bytes))
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()> {

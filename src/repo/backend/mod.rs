@@ -59,6 +59,22 @@ pub trait Backend: Send + Sync {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
     /// Deletes a file (missing is fine).
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
+    /// Deletes what interrupted writes left behind (a local folder's
+    /// `<id>-tmp-<random>` files of packs, index and snapshot files) and returns
+    /// how many files and bytes that freed. Only safe under an exclusive lock,
+    /// when no writer can be running. Backends whose writes are atomic have none.
+    fn remove_temporaries(&self) -> Result<(usize, u64)> {
+        Ok((0, 0))
+    }
+}
+
+/// Whether `name` is the temporary name of an unfinished write of file `<id>`
+/// (`<id>-tmp-<random>`, as upkeep and restic's local backend name them).
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.len() > 69
+        && name.is_char_boundary(64)
+        && is_id(&name[..64])
+        && name[64..].starts_with("-tmp-")
 }
 
 /// Whether `name` looks like a file id (64 hex digits).
