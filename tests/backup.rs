@@ -164,6 +164,30 @@ fn restore_after_disaster_gives_back_every_row_file_and_mode() {
         "{snaps}"
     );
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+
+    // Retention: one snapshot per instance is kept, the rest pruned, nothing damaged.
+    let before = site.json(&["snapshots"]).as_array().unwrap().len();
+    assert!(before >= 3, "{before}");
+    site.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let after = site.json(&["snapshots"]);
+    let tags: Vec<String> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["paths"].to_string())
+        .collect();
+    let mut unique_paths = tags.clone();
+    unique_paths.sort();
+    unique_paths.dedup();
+    assert_eq!(tags.len(), unique_paths.len(), "one per instance: {after}");
+    assert!(tags.len() < before);
+    assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+    assert!(site.fails(&["forget"]).contains("say what to keep"));
+    // `key` prints the site's password (and warns on stderr).
+    let key = site.run(&["key"]);
+    let pw = fs::read_to_string(site.root.join(".upkeep/repository.password")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&key.stdout).trim(), pw.trim());
+    assert!(String::from_utf8_lossy(&key.stderr).contains("store it somewhere safe"));
 }
 
 #[test]

@@ -698,7 +698,7 @@ fn s3_round_trip() {
 // ----- fault tests: kill -9 during a backup, disk full, stale locks -----
 //
 // The writer that gets killed is this test binary itself, re-executed with
-// `fault_child --exact --ignored` and its orders in environment variables (the
+// `fault_child --exact` and its orders in environment variables (the
 // password in UPKEEP_PASSWORD, never on argv). It drives the library through a
 // backend wrapper that can stop (sleep, then exit) at a chosen write, so the
 // kill lands exactly between two steps of a backup; one point kills in real time
@@ -821,28 +821,26 @@ impl Backend for PausingBackend {
     }
 }
 
-/// The writer child: a backup of `FAULT_MIB` MiB of seeded random data (or a
-/// prune), stopping where `FAULT_PAUSE` says. Does nothing in a normal test run.
-#[test]
-#[ignore = "run as a child process by the kill -9 and lock tests"]
-fn fault_child() {
-    let Ok(repo) = std::env::var("UPKEEP_FAULT_REPO") else {
-        eprintln!("fault_child only runs as a child of the fault tests");
-        return;
-    };
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
-    let password = var("UPKEEP_PASSWORD");
+/// The writer the fault tests kill: a backup of `mib` MiB of seeded random
+/// data (or a prune) through a backend that stops where `pause` says.
+fn run_writer(
+    repo_dir: &Path,
+    password: &str,
+    op: &str,
+    pause: Pause,
+    marker: PathBuf,
+    seed: u64,
+    mib: usize,
+) -> Repository {
     let be = PausingBackend {
-        inner: LocalBackend::new(&repo),
-        pause: Pause::parse(&var("UPKEEP_FAULT_PAUSE")),
-        marker: PathBuf::from(var("UPKEEP_FAULT_MARKER")),
+        inner: LocalBackend::new(repo_dir),
+        pause,
+        marker,
         packs: AtomicUsize::new(0),
     };
-    let repo = Repository::open_backend(Arc::new(be), &password).unwrap();
-    match var("UPKEEP_FAULT_OP").as_str() {
+    let repo = Repository::open_backend(Arc::new(be), password).unwrap();
+    match op {
         "backup" => {
-            let seed: u64 = var("UPKEEP_FAULT_SEED").parse().unwrap();
-            let mib: usize = var("UPKEEP_FAULT_MIB").parse().unwrap();
             let data = random_bytes(mib * 1024 * 1024, seed);
             let mut w = repo
                 .begin_snapshot(SnapshotMeta {
@@ -859,6 +857,46 @@ fn fault_child() {
         }
         op => panic!("unknown operation {op:?}"),
     }
+    repo
+}
+
+/// Two roles. Spawned by the fault tests with `UPKEEP_FAULT_*` orders, it is
+/// the writer they kill. Run as a plain test, it checks that same writer
+/// end to end: its snapshot commits and restores byte-identical.
+#[test]
+fn fault_child() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    if let Ok(repo) = std::env::var("UPKEEP_FAULT_REPO") {
+        run_writer(
+            Path::new(&repo),
+            &var("UPKEEP_PASSWORD"),
+            &var("UPKEEP_FAULT_OP"),
+            Pause::parse(&var("UPKEEP_FAULT_PAUSE")),
+            PathBuf::from(var("UPKEEP_FAULT_MARKER")),
+            var("UPKEEP_FAULT_SEED").parse().unwrap(),
+            var("UPKEEP_FAULT_MIB").parse().unwrap(),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    Repository::init(&RepoLocation::Local(repo_dir.clone()), PASSWORD).unwrap();
+    let repo = run_writer(
+        &repo_dir,
+        PASSWORD,
+        "backup",
+        Pause::Never,
+        dir.path().join("marker"),
+        7,
+        2,
+    );
+    let snaps = repo.snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    let mut out = Vec::new();
+    repo.restore_stream(&snaps[0].id, "volumes/data.tar", &mut out)
+        .unwrap();
+    assert_eq!(out, random_bytes(2 * 1024 * 1024, 7));
+    assert!(repo.check(true).unwrap().is_ok());
 }
 
 /// A writer child; killed (SIGKILL) and reaped when dropped.
@@ -882,13 +920,7 @@ impl Writer {
         let marker = work.join(format!("{tag}.paused"));
         let out = File::create(&log).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "fault_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["fault_child", "--exact", "--nocapture", "--test-threads=1"])
             .env("UPKEEP_FAULT_REPO", repo)
             .env("UPKEEP_PASSWORD", PASSWORD)
             .env("UPKEEP_FAULT_OP", op)
