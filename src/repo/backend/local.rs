@@ -13,6 +13,25 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// The subfolders of `data/` (`00` … `ff`) that exist.
+    fn pack_dirs(&self) -> Result<Vec<PathBuf>> {
+        let data = self.root.join("data");
+        let mut dirs = Vec::new();
+        match fs::read_dir(&data) {
+            Ok(rd) => {
+                for e in rd {
+                    let e = e.map_err(|e| self.err("list", &data, e))?;
+                    if e.file_type().map(|f| f.is_dir()).unwrap_or(false) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("list", &data, e)),
+        }
+        Ok(dirs)
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
         LocalBackend { root: root.into() }
     }
@@ -66,23 +85,11 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
-        let dir = self.root.join(t.dir());
-        let mut dirs = vec![dir.clone()];
-        if t == FileType::Pack {
-            dirs.clear();
-            match fs::read_dir(&dir) {
-                Ok(rd) => {
-                    for e in rd {
-                        let e = e.map_err(|e| self.err("list", &dir, e))?;
-                        if e.file_type().map(|f| f.is_dir()).unwrap_or(false) {
-                            dirs.push(e.path());
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(self.err("list", &dir, e)),
-            }
-        }
+        let dirs = if t == FileType::Pack {
+            self.pack_dirs()?
+        } else {
+            vec![self.root.join(t.dir())]
+        };
         let mut out = Vec::new();
         for d in dirs {
             let rd = match fs::read_dir(&d) {
@@ -154,19 +161,7 @@ impl Backend for LocalBackend {
     fn remove_temporaries(&self) -> Result<(usize, u64)> {
         // not keys/ and locks/: those are written without holding a lock
         let mut dirs = vec![self.root.join("index"), self.root.join("snapshots")];
-        let data = self.root.join("data");
-        match fs::read_dir(&data) {
-            Ok(rd) => {
-                for e in rd {
-                    let e = e.map_err(|e| self.err("list", &data, e))?;
-                    if e.file_type().map(|f| f.is_dir()).unwrap_or(false) {
-                        dirs.push(e.path());
-                    }
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(self.err("list", &data, e)),
-        }
+        dirs.extend(self.pack_dirs()?);
         let (mut files, mut bytes) = (0, 0);
         for d in dirs {
             let rd = match fs::read_dir(&d) {
