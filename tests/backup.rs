@@ -381,3 +381,42 @@ fn kill_9_during_backup_or_restore_loses_nothing() {
     assert!(out.contains("match"), "{out}");
     assert_eq!(table_digest(&dst, "users"), users);
 }
+
+#[test]
+fn a_stopped_instance_is_copied_physically_and_restores_only_into_the_same_major() {
+    let site = TestSite::new();
+    let (src, dst, cross) = (unique("physsrc"), unique("physdst"), unique("physx"));
+    for p in [&src, &dst, &cross] {
+        site.track(p);
+    }
+    populated(&site, &src, 3000);
+    let users = table_digest(&src, "users");
+    site.ok(&[
+        "install",
+        bundles()
+            .join("upkeep-sample-v2.0.0.tar.gz")
+            .to_str()
+            .unwrap(),
+    ]);
+    site.ok(&["stop", &src]);
+    let plan = site.ok(&["backup", &src, "--dry-run"]);
+    assert!(
+        plan.contains(&format!("copy volume {src}_postgres_data")),
+        "{plan}"
+    );
+    let out = site.ok(&["backup", &src]);
+    assert!(
+        out.contains("volumes/postgres_data.tar") && out.contains("(physical)"),
+        "{out}"
+    );
+    assert_eq!(
+        site.json(&["status", &src])[0]["state"],
+        "stopped",
+        "a stopped instance stays stopped"
+    );
+
+    let err = site.fails(&["restore", "latest", "--into", "v2.0.0", "--as", &cross]);
+    assert!(err.contains("only a physical copy of Postgres 15"), "{err}");
+    site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
+    assert_eq!(table_digest(&dst, "users"), users);
+}
