@@ -74,7 +74,16 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     );
     assert_eq!(state(&site, &old), "running", "--dry-run changes nothing");
 
-    let out = site.ok(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
+    let run = site.run(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    );
+    assert!(run.status.success(), "{err}");
+    assert!(
+        !err.contains("tar stream instead"),
+        "volumes are copied inside the engine: {err}"
+    );
     assert!(out.contains("downtime"), "{out}");
     assert_eq!(journal(&site, &old)["strategy"], "copy");
     assert_eq!(table_digest(&new, "items"), digest);

@@ -94,16 +94,40 @@ impl Engine {
     /// Runs `cmd` once in a fresh container of `image` (entrypoint
     /// replaced, no network) and returns what it printed.
     pub fn run_once(&self, image: &str, cmd: &[&str]) -> Result<String> {
-        use bollard::models::{ContainerCreateBody, HostConfig};
+        Ok(self.run_with_volumes(image, cmd, &[])?.1)
+    }
+
+    /// Runs `cmd` once in a fresh container of `image` with `mounts`
+    /// (volume, path, read-only) attached; returns its exit code and output.
+    pub fn run_with_volumes(
+        &self,
+        image: &str,
+        cmd: &[&str],
+        mounts: &[(&str, &str, bool)],
+    ) -> Result<(i64, String)> {
+        use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
         use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptions};
         use futures_util::StreamExt;
+        let mounts = mounts
+            .iter()
+            .map(|(volume, target, read_only)| Mount {
+                source: Some(volume.to_string()),
+                target: Some(target.to_string()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(*read_only),
+                ..Default::default()
+            })
+            .collect();
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(cmd.iter().map(|s| s.to_string()).collect()),
             cmd: Some(Vec::new()),
             network_disabled: Some(true),
             labels: Some([("org.upkeep.helper".to_string(), "run".to_string())].into()),
-            host_config: Some(HostConfig::default()),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let id = self
@@ -113,10 +137,15 @@ impl Engine {
         let result = self.block_on(async {
             self.api.start_container(&id, None).await?;
             let mut wait = self.api.wait_container(&id, None::<WaitContainerOptions>);
+            let mut code = -1;
             while let Some(item) = wait.next().await {
-                // A non-zero exit arrives as an error; the output says why.
-                if item.is_err() {
-                    break;
+                match item {
+                    Ok(r) => code = r.status_code,
+                    // A non-zero exit arrives as this error.
+                    Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => {
+                        code = c
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             let opts = LogsOptionsBuilder::default()
@@ -128,9 +157,28 @@ impl Engine {
             while let Some(line) = logs.next().await {
                 text.push_str(&line?.to_string());
             }
-            Ok::<_, bollard::errors::Error>(text)
+            Ok::<_, bollard::errors::Error>((code, text))
         });
         self.remove_container(&id);
         result.with_context(|| format!("running `{}` in {image}", cmd.join(" ")))
+    }
+
+    /// Copies every file of volume `from` into volume `to` inside one helper
+    /// container (`cp -a`: owners, modes, times, links), so the data never
+    /// leaves the engine. Needs `cp` in `image`.
+    pub fn copy_volume(&self, from: &str, to: &str, image: &str) -> Result<()> {
+        let mounts = [(from, "/upkeep-from", true), (to, "/upkeep-to", false)];
+        let (code, out) = self.run_with_volumes(
+            image,
+            &["cp", "-a", "/upkeep-from/.", "/upkeep-to/"],
+            &mounts,
+        )?;
+        if code != 0 {
+            anyhow::bail!(
+                "copying volume {from} to {to} with cp in {image} failed (exit {code}): {}",
+                out.trim()
+            );
+        }
+        Ok(())
     }
 }

@@ -630,10 +630,16 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         let image = new.helper_image(new.services_mounting(key).first().map(String::as_str))?;
         let from_image =
             old.helper_image(old.services_mounting(key).first().map(String::as_str))?;
-        pipe(
-            |w| copy_volume_out(engine, from, &from_image, w),
-            |r| engine.write_volume(to, &image, r),
-        )?;
+        // Inside the engine first (fast); through upkeep's own streams when
+        // the image has no `cp`.
+        if let Err(e) = engine.copy_volume(from, to, &image) {
+            tracing::warn!("{e:#}; copying through a tar stream instead");
+            reset_volume(engine, to)?;
+            pipe(
+                |w| copy_volume_out(engine, from, &from_image, w),
+                |r| engine.write_volume(to, &image, r),
+            )?;
+        }
     }
     Ok(())
 }
@@ -720,6 +726,28 @@ fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
     for v in new.volumes.values() {
         engine.remove_volume(v)?;
     }
+    Ok(())
+}
+
+/// Empties a volume this upgrade created, for a second try at filling it.
+fn reset_volume(engine: &Engine, volume: &str) -> Result<()> {
+    let labels = engine.volume(volume)?.map(|v| v.labels).unwrap_or_default();
+    let (project, key, version) = (
+        labels
+            .get("com.docker.compose.project")
+            .cloned()
+            .unwrap_or_default(),
+        labels
+            .get("com.docker.compose.volume")
+            .cloned()
+            .unwrap_or_default(),
+        labels
+            .get("com.docker.compose.version")
+            .cloned()
+            .unwrap_or_default(),
+    );
+    engine.remove_volume(volume)?;
+    engine.ensure_compose_volume(volume, &project, &key, &version)?;
     Ok(())
 }
 
