@@ -94,19 +94,22 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # ---------------------------------------------------------------- measuring
-declare -A T M        # wall seconds, peak RSS KiB, by key
+declare -A T M C      # wall seconds, peak RSS KiB, CPU seconds (user+system), by key
 
-# timed KEY CMD...: runs CMD (redirections of the call apply), records T[KEY], M[KEY].
+# timed KEY CMD...: runs CMD (redirections of the call apply), records T[KEY], M[KEY], C[KEY].
 timed() {
   local key=$1; shift
   local tf="$WORK/.time.$key" t0 t1 rc=0
   log "run $key: $*"
   t0=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$tf" "$@" || rc=$?
+  /usr/bin/time -f '%M %U %S' -o "$tf" "$@" || rc=$?
   t1=$(date +%s.%N)
   T[$key]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
-  M[$key]=$(tail -n1 "$tf" 2>/dev/null || echo 0)
-  log "  $key: ${T[$key]} s, peak RSS $(mib_k "${M[$key]}") MiB"
+  local rss=0 us=0 ss=0
+  read -r rss us ss < <(tail -n1 "$tf" 2>/dev/null) || true
+  M[$key]=${rss:-0}
+  C[$key]=$(awk -v u="${us:-0}" -v s="${ss:-0}" 'BEGIN{printf "%.1f", u+s}')
+  log "  $key: ${T[$key]} s, peak RSS $(mib_k "${M[$key]}") MiB, CPU ${C[$key]} s"
   [[ $rc -eq 0 ]] || die "$key failed (exit $rc): $*"
 }
 # ptimed KEY CMD...: timed, and the Docker events of this run's objects meanwhile
@@ -148,6 +151,7 @@ mib_k() { calc "printf \"%.0f\", ${1:-0}/1024"; }                    # KiB -> Mi
 mib_b() { calc "printf \"%.1f\", ${1:-0}/1048576"; }                 # bytes -> MiB
 ratio() { calc "if ($2 > 0) printf \"%.2f×\", $1/$2; else printf \"–\""; }
 rate() { calc "if ($2 > 0) printf \"%.0f\", $1/$2; else printf \"–\""; }   # MiB / s
+growth() { calc "printf \"+%.0f KiB (%.3f %%)\", ($1-$2)/1024, 100*($1-$2)/$2"; }
 pct() { calc "if ($2 > 0) printf \"%.2f %%\", 100*($1-$2)/$2; else printf \"–\""; }
 dsize() { du -sb "$1" | cut -f1; }
 verdict() { if calc "exit !($1)"; then echo "**met**"; else echo "**NOT met**"; fi; }
@@ -256,20 +260,21 @@ bench_repo() {
       timed "z1_$size" zstd -3 -T1 -q -c < "$input" > "$WORK/out.zst"; stored[z1]=$(stat -c %s "$WORK/out.zst"); rm -f "$WORK/out.zst"
     fi
     timed "z0_$size" zstd -3 -T0 -q -c < "$input" > "$WORK/out.zst"; stored[z0]=$(stat -c %s "$WORK/out.zst"); rm -f "$WORK/out.zst"
+    [[ $full -eq 1 ]] && timed "sha_$size" sha256sum < "$input" > /dev/null
     rm -rf "$WORK"/repo-*-"$size"
 
     local re1=${T[re1_$size]} re2=${T[re2_$size]}
     out ""
     out "## $size MiB input ($(calc "printf \"%.0f\", $bytes/1048576") MiB, zstd -3 makes it $(mib_b "${stored[z0]}") MiB)"
     out ""
-    out "| contender | 1st backup s | MiB/s | vs restic | peak RSS MiB | stored MiB | 2nd (unchanged) s | MiB/s | vs restic | repo growth | 2nd peak RSS MiB |"
-    out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    out "| contender | 1st backup s | MiB/s | vs restic | CPU s | peak RSS MiB | stored MiB | 2nd (unchanged) s | MiB/s | vs restic | repo growth | 2nd peak RSS MiB |"
+    out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     row_repo() { # label key1 key2 storedkey growkey
       local k1=$2 k2=$3
       if [[ -n $k2 ]]; then
-        out "| $1 | ${T[$k1]} | $(rate "$mib" "${T[$k1]}") | $(ratio "$re1" "${T[$k1]}") | $(mib_k "${M[$k1]}") | $(mib_b "${stored[$4]}") | ${T[$k2]} | $(rate "$mib" "${T[$k2]}") | $(ratio "$re2" "${T[$k2]}") | $(pct "${grow[$5]}" "${stored[$4]}") | $(mib_k "${M[$k2]}") |"
+        out "| $1 | ${T[$k1]} | $(rate "$mib" "${T[$k1]}") | $(ratio "$re1" "${T[$k1]}") | ${C[$k1]} | $(mib_k "${M[$k1]}") | $(mib_b "${stored[$4]}") | ${T[$k2]} | $(rate "$mib" "${T[$k2]}") | $(ratio "$re2" "${T[$k2]}") | $(growth "${grow[$5]}" "${stored[$4]}") | $(mib_k "${M[$k2]}") |"
       else
-        out "| $1 | ${T[$k1]} | $(rate "$mib" "${T[$k1]}") | $(ratio "$re1" "${T[$k1]}") | $(mib_k "${M[$k1]}") | $(mib_b "${stored[$4]}") | – | – | – | – | – |"
+        out "| $1 | ${T[$k1]} | $(rate "$mib" "${T[$k1]}") | $(ratio "$re1" "${T[$k1]}") | ${C[$k1]} | $(mib_k "${M[$k1]}") | $(if [[ -n $4 ]]; then mib_b "${stored[$4]}"; else echo –; fi) | – | – | – | – | – |"
       fi
     }
     row_repo "**upkeep** (examples/ingest)" "up1_$size" "up2_$size" up up
@@ -281,8 +286,9 @@ bench_repo() {
       row_repo "\`zstd -3 -T1\` (to a file)" "z1_$size" "" z1 ""
     fi
     row_repo "\`zstd -3 -T0\` (to a file)" "z0_$size" "" z0 ""
+    [[ $full -eq 1 ]] && row_repo "*diagnostic*: \`sha256sum\` (one thread)" "sha_$size" "" "" ""
     out ""
-    out "\"vs restic\" is restic's time divided by the contender's: above 1× is faster than restic. Repo growth: bytes the unchanged second backup added, relative to the repository after the first. Stored: repository size (du) or output file size."
+    out "\"vs restic\" is restic's time divided by the contender's: above 1× is faster than restic. CPU s: user + system seconds of the process tree (2 cores: at most twice the wall time). Repo growth: bytes the unchanged second backup added, relative to the repository after the first. Stored: repository size (du) or output file size."
     rss_lines+=("$size MiB: upkeep ${M[up1_$size]} / ${M[up2_$size]} KiB, restic ${M[re1_$size]} KiB, borg ${M[bo1_$size]} KiB")
     targets+=("$size|$(calc "printf \"%.2f\", $re1/${T[up1_$size]}")|$(pct "${grow[up]}" "${stored[up]}")|${grow[up]}|${stored[up]}|$(mib_k "${M[up1_$size]}")|$(mib_k "${M[up2_$size]}")")
     rm -f "$input"
