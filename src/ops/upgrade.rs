@@ -98,6 +98,9 @@ pub struct Journal {
     pub downtime_secs: Option<f64>,
     pub carry: Option<CarryReport>,
     pub error: Option<String>,
+    /// Data migration has begun at least once (a resume starts it afresh).
+    #[serde(default)]
+    pub migrate_attempted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -403,6 +406,7 @@ pub fn run(cx: &Ctx, repo: &Repository, plan: &Plan, opts: &UpgradeOptions) -> R
         downtime_secs: None,
         carry: None,
         error: None,
+        migrate_attempted: false,
     };
     // A failed earlier attempt may have left the new instance half made.
     if let Some(p) = previous.filter(|p| p.new == plan.new && p.state != State::Done) {
@@ -594,9 +598,14 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         compose,
     } = *cx;
     let new = Target::load(site, instance::load(site, &j.new)?)?;
-    // A half-done migration (crash) is redone from empty volumes.
-    reset_volumes(cx, &new.rec)?;
-    instance::prepare_project(site, lock, engine, compose, &new.rec)?;
+    // A half-done migration (crash) is redone from empty volumes; a first
+    // attempt finds them empty already (carry-config created them).
+    if j.migrate_attempted {
+        reset_volumes(cx, &new.rec)?;
+        instance::prepare_project(site, lock, engine, compose, &new.rec)?;
+    }
+    j.migrate_attempted = true;
+    save(site, j)?;
     let pg_key = old.profile.postgres.as_ref().map(|p| p.data_volume.clone());
     if let (Strategy::Dump, Some(opg), Some(_)) =
         (j.strategy, &old.profile.postgres, &new.profile.postgres)
@@ -720,7 +729,7 @@ fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
         engine,
         compose,
     } = *cx;
-    if instance::exists(site, &new.name) {
+    if instance::exists(site, &new.name) && !engine.project_containers(&new.name)?.is_empty() {
         instance::down(site, lock, compose, new)?;
     }
     for v in new.volumes.values() {
