@@ -149,6 +149,12 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
                 report.tables_verified
             );
         }
+        if !report.tables_unverified.is_empty() {
+            text += &format!(
+                "\nnot verified (written to while the backup ran): {}",
+                report.tables_unverified.join(", ")
+            );
+        }
         if let Some(s) = &report.safety_snapshot {
             text += &format!("\nsafety snapshot of the replaced instance: {}", &s[..8]);
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
-use crate::postgres::Server;
+use crate::postgres::{RowCounts, Server};
 use crate::release;
 use crate::repo::{Repository, SnapshotInfo, SnapshotMeta};
 use crate::site::{now_rfc3339, Site};
@@ -220,7 +220,7 @@ pub fn backup(
     if let (Some(pg), Some(container)) = (&t.profile.postgres, &plan.postgres_container) {
         let server = Server::from_container(engine, container, pg)?;
         let facts = server.facts(engine)?;
-        let row_counts = server.row_counts(engine)?;
+        let counts_before = server.row_counts(engine)?;
         add(
             &mut writer,
             &mut items,
@@ -238,6 +238,16 @@ pub fn backup(
             None,
             server.dump(engine)?,
         )?;
+        // The dump is consistent (one MVCC snapshot) but the app may write
+        // meanwhile: only counts that did not move are what the dump holds.
+        let (row_counts, changed_during_backup) =
+            stable_counts(counts_before, server.row_counts(engine)?);
+        if !changed_during_backup.is_empty() {
+            tracing::info!(
+                "tables written to during the dump (their row counts are not verified on restore): {}",
+                changed_during_backup.join(", ")
+            );
+        }
         postgres = Some(PostgresItem {
             service: pg.service.clone(),
             major: facts.major,
@@ -251,6 +261,7 @@ pub fn backup(
             }
             .into(),
             row_counts,
+            changed_during_backup,
         });
     } else if let Some(pg) = &t.profile.postgres {
         let major = pg_version_of_volume(engine, t, &t.rec.volumes[&pg.data_volume])?;
@@ -262,6 +273,7 @@ pub fn backup(
             user: String::new(),
             mode: "physical".into(),
             row_counts: Default::default(),
+            changed_during_backup: Vec::new(),
         });
     }
 
@@ -322,6 +334,26 @@ pub fn backup(
     Ok(BackupReport { snapshot, manifest })
 }
 
+/// Splits row counts taken before and after a dump into the tables whose
+/// count held (exact for the dump) and the names of those that changed.
+fn stable_counts(before: RowCounts, after: RowCounts) -> (RowCounts, Vec<String>) {
+    let mut stable = RowCounts::new();
+    let mut changed = Vec::new();
+    for (table, n) in before {
+        if after.get(&table) == Some(&n) {
+            stable.insert(table, n);
+        } else {
+            changed.push(table);
+        }
+    }
+    let appeared: Vec<String> = after
+        .into_keys()
+        .filter(|t| !stable.contains_key(t) && !changed.contains(t))
+        .collect();
+    changed.extend(appeared);
+    (stable, changed)
+}
+
 /// The major version in a Postgres data volume's `PG_VERSION` (read alone,
 /// not the whole volume).
 pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result<u32> {
@@ -336,4 +368,18 @@ pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result
     text.trim()
         .parse()
         .with_context(|| format!("PG_VERSION in {volume} says `{}`", text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_counts_that_held_during_the_dump_are_kept() {
+        let before: RowCounts = [("a".to_string(), 1), ("b".into(), 5), ("gone".into(), 2)].into();
+        let after: RowCounts = [("a".to_string(), 1), ("b".into(), 6), ("new".into(), 1)].into();
+        let (stable, changed) = stable_counts(before, after);
+        assert_eq!(stable, [("a".to_string(), 1)].into());
+        assert_eq!(changed, ["b", "gone", "new"]);
+    }
 }

@@ -37,6 +37,8 @@ pub struct RestoreReport {
     pub snapshot: String,
     pub instance: InstanceStatus,
     pub tables_verified: usize,
+    /// Tables written to while the backup ran: their counts cannot be checked.
+    pub tables_unverified: Vec<String>,
     pub safety_snapshot: Option<String>,
 }
 
@@ -281,6 +283,11 @@ pub fn restore(
         with_item(repo, &id, item, |r| engine.write_volume(volume, &image, r))?;
     }
     let mut tables_verified = 0;
+    let tables_unverified = m
+        .postgres
+        .as_ref()
+        .map(|p| p.changed_during_backup.clone())
+        .unwrap_or_default();
     if let (Some(pg), true) = (&m.postgres, has_dump) {
         let server = target.start_postgres_alone(cx, opts.timeout)?;
         if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
@@ -299,6 +306,7 @@ pub fn restore(
         snapshot: id,
         instance: status,
         tables_verified,
+        tables_unverified,
         safety_snapshot,
     })
 }

@@ -43,7 +43,13 @@ pub struct PostgresItem {
     pub user: String,
     /// `logical` (pg_dump) or `physical` (data volume copied, server stopped).
     pub mode: String,
+    /// Exact row counts of the tables whose count did not change while the
+    /// dump ran; a restore must reproduce them.
     pub row_counts: RowCounts,
+    /// Tables written to during the dump: consistent in the dump, but their
+    /// count at restore cannot be predicted, so it is not verified.
+    #[serde(default)]
+    pub changed_during_backup: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
