@@ -517,6 +517,11 @@ bench_upgrade() {
   out "| --- | ---: | ---: | ---: | --- | ---: |"
   out "| v1.0.0 → v1.1.0, \`--strategy copy\` vs raw \`cp -a\` of both volumes (postgres_data ${T[raw_postgres_data]} s + postgres_backups ${T[raw_postgres_backups]} s), instance stopped | $raw | $dt_copy | **$(ratio "$dt_copy" "$raw")** | ≤ 1.5× $(verdict "$dt_copy <= 1.5*$raw") | ${T[upg_copy]} |"
   out "| v1.0.0 → v2.0.0 (Postgres 15 → 17), \`--strategy dump\` vs \`pg_dump -Fc \| pg_restore\` by hand | ${T[hand_dump]} | $dt_dump | **$(ratio "$dt_dump" "${T[hand_dump]}")** | ≤ 1.2× $(verdict "$dt_dump <= 1.2*${T[hand_dump]}") | ${T[upg_dump]} |"
+  local hand_copy_all hand_dump_all
+  hand_copy_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + $raw + ${T[raw_start]}")
+  hand_dump_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}")
+  out "| *context*: copy by hand including \`upkeep stop\` and \`upkeep up\` of the stopped instance (${T[raw_stop]} + $raw + ${T[raw_start]}) | $hand_copy_all | $dt_copy | $(ratio "$dt_copy" "$hand_copy_all") | – | |"
+  out "| *context*: dump by hand including \`upkeep stop\`, \`upkeep up\` of a fresh v2.0.0 instance and the postgres_backups copy (${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}) | $hand_dump_all | $dt_dump | $(ratio "$dt_dump" "$hand_dump_all") | – | |"
   out ""
   out "Not in the by-hand numbers: stopping the instance (\`upkeep stop\`: ${T[raw_stop]} s), starting it (\`upkeep up\` of the stopped instance: ${T[raw_start]} s; of a fresh v2.0.0 instance: ${T[hand_up]} s), copying \`postgres_backups\` in the dump case. The whole \`upkeep upgrade\` command also takes the safety snapshot (before the downtime). \`upkeep rollback\` after the copy upgrade: ${T[rollback]} s."
 }
