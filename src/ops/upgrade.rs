@@ -36,11 +36,13 @@ pub enum Step {
     Verify,
 }
 
+/// Carrying config and preparing the new instance need no downtime, so they
+/// come before the old instance stops.
 pub const STEPS: [Step; 7] = [
     Step::Preflight,
     Step::SafetySnapshot,
-    Step::StopOld,
     Step::CarryConfig,
+    Step::StopOld,
     Step::MigrateData,
     Step::StartNew,
     Step::Verify,
@@ -253,8 +255,15 @@ pub fn plan(
     let steps = vec![
         format!("preflight: release {} installed with its images; Postgres versions checked; disk space checked", opts.to),
         format!("safety snapshot of {} (logical, online)", old.rec.name),
+        format!(
+            "carry config from {} into {} (new defaults where you changed nothing) and prepare {} (volumes{}), while {} still runs",
+            old.rec.home.display(),
+            new.rec.home.display(),
+            new.rec.name,
+            if strategy == Strategy::Dump { "; its Postgres initialised" } else { "" },
+            old.rec.name
+        ),
         format!("stop {} (downtime starts): its services, then Postgres once its data is read", old.rec.name),
-        format!("carry config from {} into {} (new defaults where you changed nothing)", old.rec.home.display(), new.rec.home.display()),
         match strategy {
             Strategy::Copy => "copy every volume into the new instance's volumes (Postgres data as files)".to_string(),
             Strategy::Dump => "dump Postgres from the old server and restore it into the new one; copy the other volumes".to_string(),
@@ -460,10 +469,12 @@ fn drive(cx: &Ctx, repo: &Repository, j: &mut Journal, opts: &UpgradeOptions) ->
                     Err(r) => Err(e.context(format!("upgrade failed at step {} AND the rollback failed: {r:#}; run `upkeep rollback {}`", step.name(), j.old))),
                 };
             }
+            // The old instance was never stopped; remove what was prepared.
+            clear_new(cx, &j.new)?;
             j.state = State::Failed;
             save(site, j)?;
             return Err(e.context(format!(
-                "upgrade of {} stopped at step {} before anything changed",
+                "upgrade of {} stopped at step {} before the old instance was touched; it runs on",
                 j.old,
                 step.name()
             )));
@@ -504,7 +515,7 @@ fn run_step(
             Ok(())
         }
         Step::StopOld => stop_old(site, engine, compose, &old, j),
-        Step::CarryConfig => carry_config(cx, &old, j),
+        Step::CarryConfig => carry_config(cx, &old, j, opts),
         Step::MigrateData => migrate(cx, &old, j, opts),
         Step::StartNew => {
             let new = instance::load(site, &j.new)?;
@@ -549,7 +560,7 @@ fn stop_old(
     Ok(())
 }
 
-fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
+fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
     let Ctx {
         site,
         lock,
@@ -587,6 +598,22 @@ fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
         tracing::warn!("config conflict: {c}");
     }
     j.carry = Some(report);
+    // A new Postgres initialises its cluster on first start: do that now,
+    // before the downtime, for a dump and restore into it.
+    // Not when it publishes a host port: the old instance holds that port
+    // until it stops.
+    if j.strategy == Strategy::Dump {
+        let new = Target::load(site, new)?;
+        let publishes = |svc: &str| new.rec.ports.iter().any(|p| p.service == svc);
+        if new
+            .profile
+            .postgres
+            .as_ref()
+            .is_some_and(|pg| !publishes(&pg.service))
+        {
+            new.start_postgres_alone(cx, opts.timeout)?;
+        }
+    }
     Ok(())
 }
 
