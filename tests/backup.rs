@@ -207,7 +207,24 @@ fn postgres_15_restores_into_17_and_17_is_refused_by_15() {
             .to_str()
             .unwrap(),
     ]);
-    site.ok(&["backup", &src]);
+    // The app keeps writing while the backup runs: the restore must not
+    // report a false mismatch for the table being written.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, src) = (stop.clone(), src.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 2000 {
+                psql(&src, "INSERT INTO audit(what) VALUES ('busy')");
+                n += 1;
+            }
+            n
+        })
+    };
+    // --online: nothing is stopped, so the writer runs through the whole backup.
+    site.ok(&["backup", &src, "--online"]);
+    stop.store(true, Ordering::SeqCst);
+    assert!(writer.join().unwrap() > 0);
     let out = site.ok(&["restore", "latest", "--into", "v2.0.0", "--as", &up17]);
     assert!(out.contains("match"), "{out}");
     assert_eq!(
