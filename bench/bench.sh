@@ -197,8 +197,17 @@ build() {
 }
 
 need() { command -v "$1" >/dev/null || die "$1 is missing: apt-get install -y $2"; }
+# Installs the Debian packages the harness uses when missing (as root), then checks.
 need_tools() {
-  need restic restic; need borg borgbackup; need gzip gzip; need zstd zstd
+  local pkgs=() p
+  for p in restic borgbackup zstd time jq; do
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ] || pkgs+=("$p")
+  done
+  if [[ ${#pkgs[@]} -gt 0 && $(id -u) -eq 0 ]]; then
+    log "installing ${pkgs[*]}"
+    apt-get -q update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2
+  fi
+  need restic restic; need borg borgbackup; need gzip gzip; need zstd zstd; need jq jq
   [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing: apt-get install -y time"
 }
 
