@@ -224,26 +224,19 @@ fn vendor_compose(release_dir: &Path) -> Result<ComposeFile> {
 /// Keeps the vendor's host port where it is free; otherwise the next port
 /// that no other instance holds and nothing on the host listens on.
 fn assign_ports(site: &Site, name: &str, vendor: &[PublishedPort]) -> Result<Vec<PortAssignment>> {
-    let mut taken: BTreeSet<u16> = list(site)?
-        .into_iter()
-        .filter(|r| r.name != name)
-        .flat_map(|r| r.ports.into_iter().map(|p| p.host_port))
-        .collect();
+    let mut taken = ports_held_by_others(site, name)?;
     let mut out = Vec::new();
     for port in vendor {
         let Some(vendor_port) = port.published else {
             continue;
         };
         let ip = port.host_ip.as_deref().unwrap_or("0.0.0.0");
-        let host_port = (vendor_port..=u16::MAX)
-            .take(2000)
-            .find(|p| !taken.contains(p) && port_is_free(ip, *p))
-            .with_context(|| {
-                format!(
-                    "no free host port near {vendor_port} for {}/{}",
-                    port.service, port.target
-                )
-            })?;
+        let host_port = free_port_from(ip, vendor_port, &taken).with_context(|| {
+            format!(
+                "no free host port near {vendor_port} for {}/{}",
+                port.service, port.target
+            )
+        })?;
         taken.insert(host_port);
         out.push(PortAssignment {
             service: port.service.clone(),
@@ -254,6 +247,23 @@ fn assign_ports(site: &Site, name: &str, vendor: &[PublishedPort]) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// Host ports recorded for every instance of the site but `name`.
+fn ports_held_by_others(site: &Site, name: &str) -> Result<BTreeSet<u16>> {
+    Ok(list(site)?
+        .into_iter()
+        .filter(|r| r.name != name)
+        .flat_map(|r| r.ports.into_iter().map(|p| p.host_port))
+        .collect())
+}
+
+/// The first port from `start` (searching at most 2000) that no instance
+/// holds and nothing on the host listens on.
+fn free_port_from(ip: &str, start: u16, taken: &BTreeSet<u16>) -> Option<u16> {
+    (start..=u16::MAX)
+        .take(2000)
+        .find(|p| !taken.contains(p) && port_is_free(ip, *p))
 }
 
 fn port_is_free(ip: &str, port: u16) -> bool {
@@ -397,20 +407,14 @@ pub fn start(
 
 /// Moves the instance's ports that something else now holds.
 fn reassign_taken_ports(site: &Site, rec: &mut InstanceRecord) -> Result<()> {
-    let mut taken: BTreeSet<u16> = list(site)?
-        .into_iter()
-        .filter(|r| r.name != rec.name)
-        .flat_map(|r| r.ports.into_iter().map(|p| p.host_port))
-        .collect();
+    let mut taken = ports_held_by_others(site, &rec.name)?;
     for port in &mut rec.ports {
         let ip = port.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into());
         if port_is_free(&ip, port.host_port) {
             continue;
         }
         let from = port.host_port;
-        port.host_port = (from.saturating_add(1)..=u16::MAX)
-            .take(2000)
-            .find(|p| !taken.contains(p) && port_is_free(&ip, *p))
+        port.host_port = free_port_from(&ip, from.saturating_add(1), &taken)
             .with_context(|| format!("no free host port near {from}"))?;
         taken.insert(port.host_port);
         tracing::warn!(

@@ -329,16 +329,6 @@ fn a_second_host_restores_from_s3_and_from_an_exported_file() {
     assert_eq!(table_digest(&via_file, "users"), users);
 }
 
-/// Waits until the site lock file names a live holder running `what`.
-fn wait_for_holder(site: &TestSite, what: &str) {
-    let lock = site.root.join(".upkeep/lock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&lock).unwrap_or_default().contains(what) {
-        assert!(Instant::now() < deadline, "the command never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn kill_9_during_backup_or_restore_loses_nothing() {
     let site = TestSite::new();
@@ -355,7 +345,7 @@ fn kill_9_during_backup_or_restore_loses_nothing() {
         .command(&["backup", &src, "--tag", "killed"])
         .spawn()
         .unwrap();
-    wait_for_holder(&site, "backup");
+    site.wait_for_holder("backup");
     std::thread::sleep(Duration::from_millis(1000));
     backup.kill().unwrap();
     backup.wait().unwrap();

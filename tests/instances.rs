@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -273,19 +272,6 @@ fn compressed_bundles_install_and_load_their_images() {
     );
 }
 
-/// Waits until the site lock file names a live holder running `what`.
-fn wait_for_holder(site: &TestSite, what: &str) {
-    let lock = site.root.join(".upkeep/lock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&lock).unwrap_or_default().contains(what) {
-        assert!(
-            Instant::now() < deadline,
-            "the first command never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_second_mutating_command_is_told_the_site_is_busy() {
     let site = TestSite::new();
@@ -302,7 +288,7 @@ fn a_second_mutating_command_is_told_the_site_is_busy() {
         ])
         .spawn()
         .unwrap();
-    wait_for_holder(&site, "install");
+    site.wait_for_holder("install");
     let second = site.run(&["up", "v1.0.0", "--as", &copy]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(75), "{err}");
@@ -333,7 +319,7 @@ fn a_lock_left_by_a_killed_run_is_recovered() {
         ])
         .spawn()
         .unwrap();
-    wait_for_holder(&site, "install");
+    site.wait_for_holder("install");
     first.kill().unwrap(); // SIGKILL: no cleanup runs
     first.wait().unwrap();
     let out = site.run(&[

@@ -319,7 +319,7 @@ pub fn backup(
     let manifest = Manifest {
         format: manifest::FORMAT,
         created: now_rfc3339(),
-        host: crate::site::hostname(),
+        host: crate::repo::hostname(),
         instance: t.rec.name.clone(),
         release: t.rec.release.clone(),
         profile: t.profile.clone(),

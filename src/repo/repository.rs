@@ -147,6 +147,11 @@ impl Repository {
                 config.version
             )));
         }
+        Repository::assemble(be, key, config)
+    }
+
+    /// A repository over `be` with its master key and decrypted config.
+    fn assemble(be: Arc<dyn Backend>, key: Key, config: Config) -> Result<Repository> {
         let pol = u64::from_str_radix(&config.chunker_polynomial, 16)
             .map_err(|_| RepoError::Corrupt("config has an invalid chunker polynomial".into()))?;
         Ok(Repository {
@@ -219,14 +224,7 @@ impl Repository {
         be.write(FileType::Key, &Id::hash(&kf).to_hex(), &kf)?;
         let cfg = key.encrypt(&serde_json::to_vec(&config).expect("serializable"));
         be.write(FileType::Config, "config", &cfg)?;
-        let pol = u64::from_str_radix(&config.chunker_polynomial, 16).expect("valid");
-        Ok(Repository {
-            be,
-            key,
-            config,
-            tables: Tables::new(pol),
-            index: Mutex::new(None),
-        })
+        Repository::assemble(be, key, config)
     }
 
     /// Where the repository is, for messages.

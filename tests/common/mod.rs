@@ -137,6 +137,24 @@ impl TestSite {
     }
 }
 
+impl TestSite {
+    /// Waits (60 s at most) until the site lock file names a holder running `what`.
+    pub fn wait_for_holder(&self, what: &str) {
+        let lock = self.root.join(".upkeep/lock");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&lock)
+            .unwrap_or_default()
+            .contains(what)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no command took the lock for `{what}`"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for TestSite {
     fn drop(&mut self) {
         for p in self.projects.lock().unwrap().iter() {
