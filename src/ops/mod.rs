@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod carry;
+pub mod pipe;
 pub mod repository;
 pub mod restore;
 pub mod services;

@@ -6,13 +6,13 @@
 //! the manifest. A journal marks a restore in progress: if it dies, the next
 //! restore into the same name clears what the dead one created and retries.
 
-use std::io;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{self, BackupOptions};
+use super::pipe::{pipe, Draining};
 use super::{Ctx, Target};
 use crate::compose::Compose;
 use crate::docker::Engine;
@@ -164,48 +164,25 @@ fn with_item<T>(
     item: &Item,
     consume: impl FnOnce(Draining) -> Result<T>,
 ) -> Result<T> {
-    let (reader, writer) = io::pipe()?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || {
-            let mut out = DigestingWriter::new(writer);
-            let result = repo.restore_stream(snapshot, &item.stream, &mut out);
-            // Dropping the writer here ends the consumer's input.
-            (result, out.finish())
-        });
-        let consumed = consume(Draining(reader));
-        let (produced, (size, sha256)) = producer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the repository reader panicked"))?;
-        produced.with_context(|| format!("reading {} from the repository", item.stream))?;
-        let result = consumed?;
-        if size != item.size || sha256 != item.sha256 {
-            bail!(
-                "{} does not match the manifest ({size} bytes, sha256 {sha256}; expected {} bytes, {}): \
-                 the repository is damaged, run `upkeep check --read-data`",
-                item.stream,
-                item.size,
-                item.sha256
-            );
-        }
-        Ok(result)
-    })
-}
-
-/// The consumer's end of the pipe. Readers such as tar stop before the
-/// end of their input (padding); whatever is left is read away on drop so
-/// the repository side always finishes and its digest covers every byte.
-pub struct Draining(io::PipeReader);
-
-impl io::Read for Draining {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+    let ((size, sha256), result) = pipe(
+        |w| {
+            let mut out = DigestingWriter::new(w);
+            repo.restore_stream(snapshot, &item.stream, &mut out)
+                .with_context(|| format!("reading {} from the repository", item.stream))?;
+            Ok(out.finish())
+        },
+        consume,
+    )?;
+    if size != item.size || sha256 != item.sha256 {
+        bail!(
+            "{} does not match the manifest ({size} bytes, sha256 {sha256}; expected {} bytes, {}): \
+             the repository is damaged, run `upkeep check --read-data`",
+            item.stream,
+            item.size,
+            item.sha256
+        );
     }
-}
-
-impl Drop for Draining {
-    fn drop(&mut self) {
-        let _ = io::copy(&mut self.0, &mut io::sink());
-    }
+    Ok(result)
 }
 
 pub fn restore(

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::{self, BackupOptions};
 use super::carry::{self, CarryReport};
+use super::pipe::pipe;
 use super::{Ctx, Target};
 use crate::compose::env::{parse_env, read_env_file};
 use crate::compose::Compose;
@@ -678,27 +679,6 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         }
     }
     Ok(())
-}
-
-/// Runs `produce` on a second thread writing into a pipe that `consume` reads.
-fn pipe<T>(
-    produce: impl FnOnce(&mut io::PipeWriter) -> Result<()> + Send,
-    consume: impl FnOnce(io::PipeReader) -> Result<T>,
-) -> Result<T> {
-    let (reader, mut writer) = io::pipe()?;
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || {
-            let r = produce(&mut writer);
-            drop(writer);
-            r
-        });
-        let consumed = consume(reader);
-        let produced = producer
-            .join()
-            .map_err(|_| anyhow::anyhow!("producer thread panicked"))?;
-        produced?;
-        consumed
-    })
 }
 
 fn copy_exec(mut reader: impl io::Read, w: &mut io::PipeWriter) -> Result<()> {
