@@ -21,6 +21,14 @@ pub struct Profile {
     pub config: Vec<String>,
     #[serde(default)]
     pub postgres: Option<PostgresProfile>,
+    /// Named volumes that the services mounting them never read or write on
+    /// their own: they hold files administrators put there (the seed's
+    /// `postgres_backups`, where `pg_dump` files are kept). Backups copy them
+    /// without stopping those services (stopping Postgres would take the
+    /// database down in an otherwise online backup), and restores fill them
+    /// while Postgres starts.
+    #[serde(default)]
+    pub passive_volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +61,9 @@ fn default_db_var() -> String {
 const CLASSIC: &[&str] = &[".env", "Caddyfile", ".caddy", "etc/ssl", ".pivot-db"];
 /// Later releases keep config and local data under `data/`.
 const DATA_DIR: &[&str] = &[".env", "data"];
+/// Graphistry's volume for administrators' `pg_dump` files, mounted into
+/// the Postgres service at `/backups` but never touched by the server.
+const GRAPHISTRY_PASSIVE: &[&str] = &["postgres_backups"];
 
 /// The profile of a release: its `upkeep.toml`, else detected from its
 /// layout; `home` is where the instance's files are (config may be there).
@@ -66,17 +77,23 @@ pub fn detect(release_dir: &Path, home: &Path, compose: &ComposeFile) -> Result<
         return Ok(profile);
     }
     let has = |p: &str| release_dir.join(p).exists() || home.join(p).exists();
-    let (name, config) = if has("data/config") {
-        ("graphistry-data", DATA_DIR)
+    let (name, config, passive) = if has("data/config") {
+        ("graphistry-data", DATA_DIR, GRAPHISTRY_PASSIVE)
     } else if CLASSIC[1..].iter().any(|p| has(p)) {
-        ("graphistry-classic", CLASSIC)
+        ("graphistry-classic", CLASSIC, GRAPHISTRY_PASSIVE)
     } else {
-        ("generic", &[".env"][..])
+        ("generic", &[".env"][..], &[][..])
     };
+    let volumes = compose.volume_keys();
     Ok(Profile {
         name: name.into(),
         config: config.iter().map(|s| s.to_string()).collect(),
         postgres: detect_postgres(compose),
+        passive_volumes: passive
+            .iter()
+            .filter(|v| volumes.iter().any(|k| k == *v))
+            .map(|v| v.to_string())
+            .collect(),
     })
 }
 
@@ -105,14 +122,28 @@ fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
             bail!("config path `{path}` must be relative to the instance folder, without `..`");
         }
     }
+    let volumes = compose.volume_keys();
+    if let Some(v) = profile
+        .passive_volumes
+        .iter()
+        .find(|v| !volumes.contains(v))
+    {
+        bail!("passive volume `{v}` is not a named volume of the compose file");
+    }
     if let Some(pg) = &profile.postgres {
+        if profile.passive_volumes.contains(&pg.data_volume) {
+            bail!(
+                "the Postgres data volume `{}` cannot be a passive volume: the server writes it",
+                pg.data_volume
+            );
+        }
         if !compose.service_names().contains(&pg.service) {
             bail!(
                 "the Postgres service `{}` is not in the compose file",
                 pg.service
             );
         }
-        if !compose.volume_keys().contains(&pg.data_volume) {
+        if !volumes.contains(&pg.data_volume) {
             bail!(
                 "the Postgres data volume `{}` is not a named volume of the compose file",
                 pg.data_volume
@@ -123,6 +154,11 @@ fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
 }
 
 impl Profile {
+    /// Whether services mounting volume `key` can keep running while it is copied.
+    pub fn is_passive(&self, key: &str) -> bool {
+        self.passive_volumes.iter().any(|v| v == key)
+    }
+
     /// Whether a snapshot taken with `self` can be restored where `target` applies.
     pub fn fits(&self, target: &Profile) -> Result<()> {
         match (&self.postgres, &target.postgres) {
@@ -154,16 +190,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = detect(dir.path(), dir.path(), &compose).unwrap();
         assert_eq!(p.name, "generic");
+        assert!(
+            p.passive_volumes.is_empty(),
+            "generic: every volume is copied with its services stopped"
+        );
         let pg = p.postgres.unwrap();
         assert_eq!(
             (pg.service.as_str(), pg.data_volume.as_str()),
             ("postgres", "postgres_data")
         );
         std::fs::write(dir.path().join("Caddyfile"), "").unwrap();
-        assert_eq!(
-            detect(dir.path(), dir.path(), &compose).unwrap().name,
-            "graphistry-classic"
-        );
+        let p = detect(dir.path(), dir.path(), &compose).unwrap();
+        assert_eq!(p.name, "graphistry-classic");
+        assert!(p.is_passive("postgres_backups") && !p.is_passive("postgres_data"));
         std::fs::create_dir_all(dir.path().join("data/config")).unwrap();
         let p = detect(dir.path(), dir.path(), &compose).unwrap();
         assert_eq!(
@@ -183,6 +222,12 @@ mod tests {
         assert_eq!(p.postgres.unwrap().password_var, "POSTGRES_PASSWORD");
         std::fs::write(&f, "name = \"bad\"\nconfig = [\"../etc\"]\n").unwrap();
         assert!(detect(dir.path(), dir.path(), &compose).is_err());
+        std::fs::write(&f, "name = \"bad\"\nconfig = []\npassive_volumes = [\"postgres_data\"]\n[postgres]\nservice = \"postgres\"\ndata_volume = \"postgres_data\"\n").unwrap();
+        let err = format!(
+            "{:#}",
+            detect(dir.path(), dir.path(), &compose).unwrap_err()
+        );
+        assert!(err.contains("cannot be a passive volume"), "{err}");
         std::fs::write(&f, "name = \"bad\"\nconfig = []\n[postgres]\nservice = \"db\"\ndata_volume = \"postgres_data\"\n").unwrap();
         let err = format!(
             "{:#}",

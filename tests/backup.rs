@@ -428,3 +428,56 @@ fn a_stopped_instance_is_copied_physically_and_restores_only_into_the_same_major
     site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
     assert_eq!(table_digest(&dst, "users"), users);
 }
+
+fn started_at(container: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.StartedAt}}", container])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker inspect {container} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_passive_volume_is_copied_online_others_with_their_services_stopped() {
+    let site = TestSite::new();
+    let src = unique("psv");
+    site.track(&src);
+    populated(&site, &src, 1000);
+    let pg = container(&src, "postgres");
+    let profile = site.ok(&["profile", &src]);
+    assert!(
+        profile.contains("postgres_backups") && profile.contains("passive"),
+        "{profile}"
+    );
+
+    // The built-in profile: Postgres keeps running while its backups volume is copied.
+    let plan = site.ok(&["backup", &src, "--dry-run"]);
+    assert!(!plan.contains("stopping"), "{plan}");
+    let before = started_at(&pg);
+    site.ok(&["backup", &src]);
+    assert_eq!(started_at(&pg), before, "Postgres was restarted");
+
+    // An upkeep.toml without passive volumes: Postgres, which mounts
+    // postgres_backups, is stopped for its copy (after the dump) and restarted.
+    fs::write(
+        site.root.join("releases/v1.0.0/upkeep.toml"),
+        "name = \"strict\"\nconfig = [\".env\", \"Caddyfile\", \"etc/ssl\", \".pivot-db\"]\n\
+         [postgres]\nservice = \"postgres\"\ndata_volume = \"postgres_data\"\n",
+    )
+    .unwrap();
+    let profile = site.ok(&["profile", &src]);
+    assert!(profile.contains("stopped while it is copied"), "{profile}");
+    let plan = site.ok(&["backup", &src, "--dry-run"]);
+    assert!(plan.contains("(stopping postgres meanwhile)"), "{plan}");
+    site.ok(&["backup", &src, "--tag", "strict"]);
+    let pg = container(&src, "postgres");
+    assert_ne!(
+        started_at(&pg),
+        before,
+        "Postgres was not stopped for the copy"
+    );
+    assert_eq!(site.json(&["status", &src])[0]["state"], "running");
+    let snaps = site.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
+}

@@ -188,8 +188,10 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
                 .filter(|pg| &pg.data_volume == key);
             let how = if pg.is_some() {
                 " (Postgres data: pg_dump while running)"
+            } else if t.profile.is_passive(key) {
+                " (passive: copied without stopping the services that mount it)"
             } else {
-                ""
+                " (the services that mount it are stopped while it is copied)"
             };
             text += &format!("\n  {key} → {name}{how}");
         }

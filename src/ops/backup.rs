@@ -13,7 +13,7 @@ use crate::docker::Engine;
 use crate::durable::Digesting;
 use crate::postgres::{RowCounts, Server};
 use crate::release;
-use crate::repo::{Repository, SnapshotInfo, SnapshotMeta};
+use crate::repo::{Repository, SnapshotInfo, SnapshotMeta, SnapshotWriter};
 use crate::site::{now_rfc3339, Site};
 use crate::snapshot::{self, manifest, ImageRef, Item, ItemKind, Manifest, PostgresItem};
 
@@ -94,7 +94,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         if is_pg_data && !physical_pg {
             continue;
         }
-        let stops: Vec<String> = if opts.online && !is_pg_data {
+        let stops: Vec<String> = if (opts.online || t.profile.is_passive(key)) && !is_pg_data {
             vec![]
         } else {
             t.services_mounting(key)
@@ -132,27 +132,26 @@ pub fn dry_run(
 }
 
 /// Adds one stream to the snapshot and records it as a manifest item.
+/// Several threads may add streams to one snapshot at once.
 fn add(
-    writer: &mut crate::repo::SnapshotWriter<'_>,
-    items: &mut Vec<Item>,
+    writer: &SnapshotWriter<'_>,
     stream: String,
     kind: ItemKind,
     volume: Option<String>,
     reader: impl Read,
-) -> Result<()> {
+) -> Result<Item> {
     let mut digesting = Digesting::new(reader);
     writer
         .add_stream(&stream, &mut digesting)
         .with_context(|| format!("storing {stream}"))?;
     let (size, sha256) = digesting.finish();
-    items.push(Item {
+    Ok(Item {
         stream,
         kind,
         volume,
         size,
         sha256,
-    });
-    Ok(())
+    })
 }
 
 pub fn backup(
@@ -160,14 +159,9 @@ pub fn backup(
     repo: &Repository,
     t: &Target,
     opts: &BackupOptions,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> Result<BackupReport> {
-    let Ctx {
-        site,
-        engine,
-        compose,
-        ..
-    } = *cx;
+    let Ctx { site, engine, .. } = *cx;
     let release_rec = release::record(site, &t.rec.release)?;
     let compose_path = crate::bundle::compose_file_in(&t.release_dir).context("no compose file")?;
     let compose_sha256 = crate::durable::sha256_file(&compose_path)?;
@@ -196,115 +190,39 @@ pub fn backup(
     let mut items = Vec::new();
 
     let config = snapshot::config::archive(&t.rec.home, &t.profile.config)?;
-    add(
-        &mut writer,
-        &mut items,
+    items.push(add(
+        &writer,
         snapshot::CONFIG_STREAM.into(),
         ItemKind::Config,
         None,
         config,
-    )?;
+    )?);
     if compose_edited {
         let f = std::fs::File::open(&compose_path)?;
-        add(
-            &mut writer,
-            &mut items,
+        items.push(add(
+            &writer,
             snapshot::COMPOSE_STREAM.into(),
             ItemKind::ComposeFile,
             None,
             f,
-        )?;
+        )?);
     }
 
-    let mut postgres = None;
-    if let (Some(pg), Some(container)) = (&t.profile.postgres, &plan.postgres_container) {
-        let server = Server::from_container(engine, container, pg)?;
-        let facts = server.facts(engine)?;
-        let counts_before = server.row_counts(engine)?;
-        add(
-            &mut writer,
-            &mut items,
-            snapshot::GLOBALS_STREAM.into(),
-            ItemKind::PostgresGlobals,
-            None,
-            server.dump_globals(engine)?,
-        )?;
-        let stream = snapshot::dump_stream(&server.database);
-        add(
-            &mut writer,
-            &mut items,
-            stream,
-            ItemKind::PostgresDump,
-            None,
-            server.dump(engine)?,
-        )?;
-        // The dump is consistent (one MVCC snapshot) but the app may write
-        // meanwhile: only counts that did not move are what the dump holds.
-        let (row_counts, changed_during_backup) =
-            stable_counts(counts_before, server.row_counts(engine)?);
-        if !changed_during_backup.is_empty() {
-            tracing::info!(
-                "tables written to during the dump (their row counts are not verified on restore): {}",
-                changed_during_backup.join(", ")
-            );
-        }
-        postgres = Some(PostgresItem {
-            service: pg.service.clone(),
-            major: facts.major,
-            version: facts.version,
-            database: server.database.clone(),
-            user: server.user.clone(),
-            mode: if plan.physical_pg {
-                "logical+physical"
-            } else {
-                "logical"
-            }
-            .into(),
-            row_counts,
-            changed_during_backup,
-        });
-    } else if let Some(pg) = &t.profile.postgres {
-        let major = pg_version_of_volume(engine, t, &t.rec.volumes[&pg.data_volume])?;
-        postgres = Some(PostgresItem {
-            service: pg.service.clone(),
-            major,
-            version: major.to_string(),
-            database: String::new(),
-            user: String::new(),
-            mode: "physical".into(),
-            row_counts: Default::default(),
-            changed_during_backup: Vec::new(),
-        });
-    }
-
-    for (key, stops) in &plan.volumes {
-        let volume = &t.rec.volumes[key];
-        let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
-        let stopped = if stops.is_empty() {
-            None
-        } else {
-            Some(services::stop(
-                site,
-                engine,
-                compose,
-                &t.rec,
-                stops.clone(),
-                &format!("backup of volume {volume}"),
-            )?)
-        };
-        let archive = engine.read_volume(volume, &image)?;
-        add(
-            &mut writer,
-            &mut items,
-            snapshot::volume_stream(key),
-            ItemKind::Volume,
-            Some(key.clone()),
-            archive,
-        )?;
-        if let Some(s) = stopped {
-            s.restart()?;
-        }
-    }
+    // The dump (CPU in the Postgres container) and the volume copies (CPU
+    // here) run side by side; a copy that stops Postgres waits for the dump.
+    let pg_service = t.profile.postgres.as_ref().map(|p| p.service.as_str());
+    let (with_dump, after_dump): (Vec<_>, Vec<_>) = plan.volumes.iter().partition(|(_, stops)| {
+        plan.postgres_container.is_none() || !stops.iter().any(|s| Some(s.as_str()) == pg_service)
+    });
+    let (postgres, volume_items) = std::thread::scope(|s| {
+        let volumes = s.spawn(|| copy_volumes(cx, &writer, t, &with_dump));
+        let postgres = capture_postgres(engine, &writer, t, &plan);
+        (postgres, volumes.join().expect("volume copy panicked"))
+    });
+    let (postgres, pg_items) = postgres?;
+    items.extend(pg_items);
+    items.extend(volume_items?);
+    items.extend(copy_volumes(cx, &writer, t, &after_dump)?);
 
     let mut images = std::collections::BTreeMap::new();
     for (svc, reference) in &t.images {
@@ -332,6 +250,116 @@ pub fn backup(
     writer.set_manifest(serde_json::to_string_pretty(&manifest)?);
     let snapshot = writer.commit()?;
     Ok(BackupReport { snapshot, manifest })
+}
+
+/// Dumps the running Postgres server (roles, then the database), with the
+/// row counts the dump holds; or, when it is stopped, describes the physical
+/// copy of its data volume.
+fn capture_postgres(
+    engine: &Engine,
+    writer: &SnapshotWriter<'_>,
+    t: &Target,
+    plan: &Plan,
+) -> Result<(Option<PostgresItem>, Vec<Item>)> {
+    let Some(pg) = &t.profile.postgres else {
+        return Ok((None, Vec::new()));
+    };
+    let Some(container) = &plan.postgres_container else {
+        let major = pg_version_of_volume(engine, t, &t.rec.volumes[&pg.data_volume])?;
+        let item = PostgresItem {
+            service: pg.service.clone(),
+            major,
+            version: major.to_string(),
+            database: String::new(),
+            user: String::new(),
+            mode: "physical".into(),
+            row_counts: Default::default(),
+            changed_during_backup: Vec::new(),
+        };
+        return Ok((Some(item), Vec::new()));
+    };
+    let server = Server::from_container(engine, container, pg)?;
+    let facts = server.facts(engine)?;
+    let counts_before = server.row_counts(engine)?;
+    let globals = add(
+        writer,
+        snapshot::GLOBALS_STREAM.into(),
+        ItemKind::PostgresGlobals,
+        None,
+        server.dump_globals(engine)?,
+    )?;
+    let dump = add(
+        writer,
+        snapshot::dump_stream(&server.database),
+        ItemKind::PostgresDump,
+        None,
+        server.dump(engine)?,
+    )?;
+    // The dump is consistent (one MVCC snapshot) but the app may write
+    // meanwhile: only counts that did not move are what the dump holds.
+    let (row_counts, changed_during_backup) =
+        stable_counts(counts_before, server.row_counts(engine)?);
+    if !changed_during_backup.is_empty() {
+        tracing::info!(
+            "tables written to during the dump (their row counts are not verified on restore): {}",
+            changed_during_backup.join(", ")
+        );
+    }
+    let item = PostgresItem {
+        service: pg.service.clone(),
+        major: facts.major,
+        version: facts.version,
+        database: server.database.clone(),
+        user: server.user.clone(),
+        mode: if plan.physical_pg {
+            "logical+physical"
+        } else {
+            "logical"
+        }
+        .into(),
+        row_counts,
+        changed_during_backup,
+    };
+    Ok((Some(item), vec![globals, dump]))
+}
+
+/// Streams volumes into the snapshot one after the other, stopping the
+/// services listed with each while it is copied.
+fn copy_volumes(
+    cx: &Ctx,
+    writer: &SnapshotWriter<'_>,
+    t: &Target,
+    volumes: &[&(String, Vec<String>)],
+) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for (key, stops) in volumes {
+        let volume = &t.rec.volumes[key];
+        let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
+        let stopped = if stops.is_empty() {
+            None
+        } else {
+            Some(services::stop(
+                cx.site,
+                cx.engine,
+                cx.compose,
+                &t.rec,
+                stops.clone(),
+                &format!("backup of volume {volume}"),
+            )?)
+        };
+        let archive = cx.engine.read_volume(volume, &image)?;
+        items.push(add(
+            writer,
+            snapshot::volume_stream(key),
+            ItemKind::Volume,
+            Some(key.clone()),
+            archive,
+        )?);
+        if let Some(s) = stopped {
+            s.restart()?;
+        }
+    }
+    Ok(items)
 }
 
 /// Splits row counts taken before and after a dump into the tables whose

@@ -237,46 +237,22 @@ pub fn restore(
     if !home_existed {
         tracing::info!("created instance home {}", rec.home.display());
     }
-    let pg_data = target
-        .profile
-        .postgres
-        .as_ref()
-        .map(|p| p.data_volume.clone());
     let has_dump = m.item(ItemKind::PostgresDump).is_some();
-    for item in m.volumes() {
-        let key = item.volume.clone().unwrap_or_default();
-        if has_dump && Some(&key) == pg_data.as_ref() {
-            continue; // the dump is the source of truth; a fresh server is initialised
-        }
-        let Some(volume) = rec.volumes.get(&key) else {
-            tracing::warn!(
-                "release {} has no volume {key}; its data is not restored",
-                rec.release
-            );
-            continue;
-        };
-        let image =
-            target.helper_image(target.services_mounting(&key).first().map(String::as_str))?;
-        with_item(repo, &id, item, |r| engine.write_volume(volume, &image, r))?;
-    }
-    let mut tables_verified = 0;
+    let (early, alongside) = volume_order(&m, &target, has_dump);
+    write_volumes(cx, repo, &id, &target, &early)?;
+    // Volumes Postgres does not read are filled while it starts and restores.
+    let (volumes_done, restored) = std::thread::scope(|s| {
+        let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
+        let restored = restore_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout);
+        (volumes.join().expect("volume writer panicked"), restored)
+    });
+    volumes_done?;
+    let tables_verified = restored?;
     let tables_unverified = m
         .postgres
         .as_ref()
         .map(|p| p.changed_during_backup.clone())
         .unwrap_or_default();
-    if let (Some(pg), true) = (&m.postgres, has_dump) {
-        let server = target.start_postgres_alone(cx, opts.timeout)?;
-        if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
-            with_item(repo, &id, globals, |mut r| {
-                server.restore_globals(engine, &mut r)
-            })?;
-        }
-        let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
-        with_item(repo, &id, dump, |mut r| server.restore(engine, &mut r))?;
-        let counts = server.row_counts(engine)?;
-        tables_verified = verify_counts(&pg.row_counts, &counts)?;
-    }
     let status = instance::start(site, engine, compose, &rec, &[], opts.timeout)?;
     std::fs::remove_file(journal_path(site, &rec.name)).ok();
     Ok(RestoreReport {
@@ -286,6 +262,81 @@ pub fn restore(
         tables_unverified,
         safety_snapshot,
     })
+}
+
+/// The snapshot's volume items to restore, split into those to write before
+/// Postgres starts (it mounts them) and those to write while it restores.
+/// The Postgres data volume is skipped when there is a dump: the dump is the
+/// source of truth and a fresh server is initialised.
+fn volume_order<'m>(
+    m: &'m Manifest,
+    target: &Target,
+    has_dump: bool,
+) -> (Vec<&'m Item>, Vec<&'m Item>) {
+    let pg = target.profile.postgres.as_ref();
+    let items = m.volumes().filter(|item| {
+        let key = item.volume.as_deref().unwrap_or_default();
+        !(has_dump && pg.is_some_and(|p| p.data_volume == key))
+    });
+    items.partition(|item| {
+        let key = item.volume.as_deref().unwrap_or_default();
+        let read_by_postgres =
+            pg.is_some_and(|p| target.services_mounting(key).contains(&p.service));
+        read_by_postgres && !target.profile.is_passive(key)
+    })
+}
+
+/// Recreates and fills volumes from the snapshot, one after the other.
+fn write_volumes(
+    cx: &Ctx,
+    repo: &Repository,
+    snapshot: &str,
+    target: &Target,
+    items: &[&Item],
+) -> Result<()> {
+    for item in items {
+        let key = item.volume.clone().unwrap_or_default();
+        let Some(volume) = target.rec.volumes.get(&key) else {
+            tracing::warn!(
+                "release {} has no volume {key}; its data is not restored",
+                target.rec.release
+            );
+            continue;
+        };
+        let image =
+            target.helper_image(target.services_mounting(&key).first().map(String::as_str))?;
+        with_item(repo, snapshot, item, |r| {
+            cx.engine.write_volume(volume, &image, r)
+        })?;
+    }
+    Ok(())
+}
+
+/// Starts Postgres alone, restores roles and the dump, and checks row
+/// counts; returns how many tables were verified.
+fn restore_postgres(
+    cx: &Ctx,
+    repo: &Repository,
+    snapshot: &str,
+    m: &Manifest,
+    target: &Target,
+    has_dump: bool,
+    timeout: Duration,
+) -> Result<usize> {
+    let (Some(pg), true) = (&m.postgres, has_dump) else {
+        return Ok(0);
+    };
+    let engine = cx.engine;
+    let server = target.start_postgres_alone(cx, timeout)?;
+    if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
+        with_item(repo, snapshot, globals, |mut r| {
+            server.restore_globals(engine, &mut r)
+        })?;
+    }
+    let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
+    with_item(repo, snapshot, dump, |mut r| server.restore(engine, &mut r))?;
+    let counts = server.row_counts(engine)?;
+    verify_counts(&pg.row_counts, &counts)
 }
 
 /// Every table of the snapshot has the same number of rows after restore.
