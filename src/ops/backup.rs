@@ -160,7 +160,7 @@ pub fn backup(
     repo: &Repository,
     t: &Target,
     opts: &BackupOptions,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<BackupReport> {
     let Ctx {
         site,
