@@ -185,6 +185,20 @@ impl Repository {
         })
     }
 
+    /// A fresh repository in `dir` without a key file: unit tests skip the
+    /// scrypt derivation, which takes seconds in a debug build.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Repository {
+        let be = Arc::new(super::backend::local::LocalBackend::new(dir));
+        be.create().unwrap();
+        let config = Config {
+            version: 2,
+            id: Id::random().to_hex(),
+            chunker_polynomial: format!("{:x}", random_polynomial()),
+        };
+        Repository::assemble(be, Key::random(), config).unwrap()
+    }
+
     fn find_key(be: &dyn Backend, password: &str) -> Result<Key> {
         let keys = be.list(FileType::Key)?;
         if keys.is_empty() {

@@ -438,13 +438,14 @@ mod tests {
     use std::collections::HashSet;
 
     use super::super::chunker::Chunker;
-    use super::super::location::RepoLocation;
     use super::*;
 
-    fn random(len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        super::super::crypto::random_bytes(&mut v);
-        v
+    /// Deterministic incompressible bytes: SHA-256 in counter mode.
+    fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
+        (0u64..)
+            .flat_map(|i| Id::hash(&[&[seed][..], &i.to_le_bytes()].concat()).0)
+            .take(len)
+            .collect()
     }
 
     /// Reads in small pieces, so concurrent streams interleave chunk by chunk.
@@ -472,11 +473,11 @@ mod tests {
     #[test]
     fn concurrent_streams_share_dedup_and_read_back() {
         let tmp = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&RepoLocation::Local(tmp.path().join("r")), "pw").unwrap();
-        // the same 8 MiB at the start of both streams: their first chunks are identical
-        let shared = random(8 << 20);
-        let a = [&shared[..], &random(1 << 20)].concat();
-        let b = [&shared[..], &random(2 << 20)].concat();
+        let repo = Repository::for_tests(tmp.path());
+        // the same 6 MiB at the start of both streams: their first chunks are identical
+        let shared = pseudo_random(6 << 20, 1);
+        let a = [&shared[..], &pseudo_random(1 << 20, 2)].concat();
+        let b = [&shared[..], &pseudo_random(2 << 20, 3)].concat();
         let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
         let progress = AtomicU64::new(0);
         w.set_progress(|n| {
@@ -521,7 +522,7 @@ mod tests {
     #[test]
     fn a_name_taken_by_a_running_stream_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&RepoLocation::Local(tmp.path().join("r")), "pw").unwrap();
+        let repo = Repository::for_tests(tmp.path());
         let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
         w.reserve("a/b", &["a", "b"]).unwrap();
         for name in ["a/b", "a", "a/b/c"] {
