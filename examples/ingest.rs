@@ -25,7 +25,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let pw = pw.lines().next().unwrap_or("");
 
     let repo = Repository::open_or_init(&RepoLocation::parse(&repo)?, pw)?;
-    let mut w = repo.begin_snapshot(SnapshotMeta {
+    let w = repo.begin_snapshot(SnapshotMeta {
         tags: vec!["bench".into()],
         ..Default::default()
     })?;

@@ -153,8 +153,8 @@ fn write_snapshot(repo: &Repository, f: &Fixture, tags: &[&str]) -> upkeep::repo
         ..Default::default()
     };
     let mut w = repo.begin_snapshot(meta).unwrap();
-    let progress = std::cell::Cell::new(0u64);
-    w.set_progress(|n| progress.set(n));
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    w.set_progress(|n| progress.store(n, std::sync::atomic::Ordering::Relaxed));
     assert_eq!(
         w.add_stream("config.tar", &mut &f.config[..]).unwrap().size,
         f.config.len() as u64
@@ -176,7 +176,7 @@ fn write_snapshot(repo: &Repository, f: &Fixture, tags: &[&str]) -> upkeep::repo
         0
     );
     assert_eq!(
-        progress.get(),
+        progress.load(std::sync::atomic::Ordering::Relaxed),
         (f.config.len() + f.volume.len() + f.dump.len()) as u64
     );
     w.commit().unwrap()
@@ -190,6 +190,35 @@ fn assert_restores(repo: &Repository, snap: &str, f: &Fixture) {
     );
     assert_eq!(restore(repo, snap, "postgres/graphistry.dump"), f.dump);
     assert!(restore(repo, snap, "empty").is_empty());
+}
+
+/// Two streams added at once from two threads, sharing their first 6 MiB:
+/// restic reads both back, and its check (reading all data) finds the
+/// repository sound.
+#[test]
+fn concurrent_streams_are_restic_compatible() {
+    let restic = Restic::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
+    let shared = random_bytes(6 << 20, 11);
+    let dump = [&shared[..], &text_bytes(2 << 20)].concat();
+    let tar = [&shared[..], &random_bytes(3 << 20, 12)].concat();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| w.add_stream("postgres/db.dump", &mut &dump[..]));
+        let b = s.spawn(|| w.add_stream("volumes/data.tar", &mut &tar[..]));
+        a.join().unwrap().unwrap();
+        b.join().unwrap().unwrap();
+    });
+    let snap = w.commit().unwrap();
+    restic.run(&dir, &["check", "--read-data"]);
+    for (name, data) in [("/postgres/db.dump", &dump), ("/volumes/data.tar", &tar)] {
+        assert!(
+            restic.run(&dir, &["dump", &snap.short_id, name]) == *data,
+            "restic dump of {name} differs"
+        );
+    }
 }
 
 #[test]
@@ -302,7 +331,7 @@ fn failed_stream_is_never_committed() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repository::init(&local(&tmp.path().join("repo")), PASSWORD).unwrap();
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("ok", &mut &b"fine"[..]).unwrap();
     let err = w
         .add_stream("db.dump", &mut Failing(3 * 1024 * 1024))
@@ -311,7 +340,7 @@ fn failed_stream_is_never_committed() {
     assert!(w.commit().is_err());
     assert!(repo.snapshots().unwrap().is_empty());
     assert!(repo.check(true).unwrap().is_ok());
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     assert!(matches!(
         w.add_stream("a/../b", &mut std::io::empty()),
         Err(RepoError::InvalidStreamName(_))
@@ -425,7 +454,7 @@ fn check_names_damaged_streams() {
     let dir = tmp.path().join("repo");
     let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
     let big = random_bytes(3 * 1024 * 1024, 3);
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("small.txt", &mut &b"hello"[..]).unwrap();
     w.add_stream("volumes/big.tar", &mut &big[..]).unwrap();
     let snap = w.commit().unwrap();
@@ -478,7 +507,7 @@ fn forget_and_prune() {
     let mut ids = Vec::new();
     for i in 0..3u64 {
         let own = random_bytes(4 * 1024 * 1024, 100 + i);
-        let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
         w.add_stream("shared", &mut &shared[..]).unwrap();
         w.add_stream("own", &mut &own[..]).unwrap();
         ids.push(w.commit().unwrap().id);
@@ -616,7 +645,7 @@ fn locks_are_restic_compatible() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let repo = Repository::init(&local(&dir), PASSWORD).unwrap();
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("a", &mut &b"data"[..]).unwrap();
     // restic prune must refuse to run over a backup in progress
     let out = restic.cmd(&dir, &["prune"]).output().unwrap();
@@ -842,7 +871,7 @@ fn run_writer(
     match op {
         "backup" => {
             let data = random_bytes(mib * 1024 * 1024, seed);
-            let mut w = repo
+            let w = repo
                 .begin_snapshot(SnapshotMeta {
                     tags: vec!["killed".into()],
                     ..Default::default()
@@ -1023,7 +1052,7 @@ fn tmp_files(dir: &Path) -> Vec<PathBuf> {
 /// A base snapshot taken before the faults: it must survive them intact.
 fn base_snapshot(repo: &Repository) -> (String, Vec<u8>) {
     let base = random_bytes(1024 * 1024 + 17, 4242);
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("config.tar", &mut &b"base config"[..])
         .unwrap();
     w.add_stream("volumes/base.tar", &mut &base[..]).unwrap();
@@ -1171,7 +1200,7 @@ fn kill9_during_backup_leaves_a_clean_repository() {
 
         // the next backup of the same data succeeds (deduplicating against
         // whatever the killed writer indexed), and restic reads it back
-        let mut next = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        let next = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
         next.add_stream("volumes/data.tar", &mut &data[..]).unwrap();
         let s = next.commit().unwrap();
         assert!(
@@ -1309,7 +1338,7 @@ fn disk_full_is_a_clean_error() {
     // 40 MiB: the first pack fits, the second (at least 16 MiB, all cut while
     // the stream is read) fails
     let big = random_bytes(40 * 1024 * 1024, 77);
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     let err = w
         .add_stream("volumes/big.tar", &mut &big[..])
         .expect_err("40 MiB cannot fit in 30");
@@ -1327,7 +1356,7 @@ fn disk_full_is_a_clean_error() {
         rest.len() < 16 << 20,
         "{free} bytes free after the first failure"
     );
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("volumes/rest.tar", &mut &rest[..]).unwrap();
     let err = w.commit().expect_err("more than is free cannot fit");
     assert_no_space_error(&err, "at commit");
@@ -1339,7 +1368,7 @@ fn disk_full_is_a_clean_error() {
     assert_eq!(pr.packs_deleted, 1, "{pr:?}");
     assert_eq!(pr.temporary_files_deleted, 0, "{pr:?}");
     assert!(free_bytes(fs.path()) >= after_base - 64 * 1024);
-    let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     w.add_stream("volumes/rest.tar", &mut &rest[..]).unwrap();
     let s = w.commit().unwrap();
     assert_eq!(restore(&repo, &s.short_id, "volumes/rest.tar"), rest);
@@ -1382,7 +1411,7 @@ fn stale_locks_of_dead_processes_are_ignored() {
         false,
         "prune vs a live backup",
     );
-    let mut b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     b.add_stream("a", &mut &b"a"[..]).unwrap();
     b.commit().unwrap();
     // killed: its lock stays behind; restic 0.14 does not skip it...
@@ -1409,7 +1438,7 @@ fn stale_locks_of_dead_processes_are_ignored() {
         "backup vs a live prune",
     );
     w.kill9();
-    let mut b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+    let b = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
     b.add_stream("b", &mut &b"b"[..]).unwrap();
     b.commit().unwrap();
     assert!(names_in(&dir.join("locks")).is_empty());

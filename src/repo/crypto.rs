@@ -64,7 +64,16 @@ impl Key {
 
     /// Encrypts and authenticates `plain`: `IV ‖ ciphertext ‖ MAC`.
     pub fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+        let mut out = Vec::new();
+        self.encrypt_into(plain, &mut out);
+        out
+    }
+
+    /// [`encrypt`](Self::encrypt) into `out` (cleared first), so a caller
+    /// encrypting many blobs can reuse one buffer.
+    pub fn encrypt_into(&self, plain: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(plain.len() + OVERHEAD);
         let mut iv = [0u8; 16];
         random_bytes(&mut iv);
         out.extend_from_slice(&iv);
@@ -72,7 +81,6 @@ impl Key {
         Aes256Ctr::new(&self.encrypt.into(), &iv.into()).apply_keystream(&mut out[16..]);
         let tag = self.mac(&iv, &out[16..]);
         out.extend_from_slice(&tag);
-        out
     }
 
     /// Checks the MAC and decrypts; `None` if the data was not made with this key

@@ -5,7 +5,7 @@
 //! use upkeep::repo::{RepoLocation, Repository, SnapshotMeta};
 //! # fn main() -> Result<(), upkeep::repo::RepoError> {
 //! let repo = Repository::open_or_init(&RepoLocation::parse("/srv/backups")?, "secret")?;
-//! let mut w = repo.begin_snapshot(SnapshotMeta { tags: vec!["instance=graphistry".into()], ..Default::default() })?;
+//! let w = repo.begin_snapshot(SnapshotMeta { tags: vec!["instance=graphistry".into()], ..Default::default() })?;
 //! w.add_stream("config.tar", &mut std::io::empty())?;
 //! let snap = w.commit()?;
 //! repo.restore_stream(&snap.short_id, "config.tar", &mut std::io::sink())?;
@@ -26,6 +26,7 @@ mod index;
 mod location;
 mod lock;
 mod pack;
+mod pipeline;
 mod repository;
 mod transfer;
 mod writer;

@@ -12,6 +12,11 @@ pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
 const ENTRY_PLAIN: usize = 1 + 4 + 32;
 const ENTRY_COMPRESSED: usize = 1 + 4 + 4 + 32;
 
+/// Bytes a pack can reach: it is closed at the first blob that takes it to
+/// [`TARGET_SIZE`], and a blob holds at most one chunk (plus encryption and,
+/// when compression does not help, nothing else).
+pub const MAX_PACK_SIZE: usize = TARGET_SIZE + super::chunker::MAX_SIZE + OVERHEAD;
+
 /// A pack being filled in memory.
 #[derive(Default)]
 pub struct PackWriter {
@@ -20,6 +25,17 @@ pub struct PackWriter {
 }
 
 impl PackWriter {
+    /// A pack filled into `buf` (a finished pack's bytes, reused: allocating
+    /// and faulting in 16 MiB per pack costs as much as hashing it).
+    pub fn with_buffer(mut buf: Vec<u8>) -> PackWriter {
+        buf.clear();
+        buf.reserve(MAX_PACK_SIZE + 64 * 1024);
+        PackWriter {
+            buf,
+            blobs: Vec::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
@@ -63,6 +79,45 @@ impl PackWriter {
         buf.extend_from_slice(&enc);
         buf.extend_from_slice(&(enc.len() as u32).to_le_bytes());
         (Id::hash(&buf), buf, self.blobs)
+    }
+}
+
+/// Compresses (when `compress` and it helps) and encrypts blobs, reusing its
+/// zstd context and buffers from blob to blob.
+pub struct BlobEncoder {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    packed: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+impl BlobEncoder {
+    /// `compress`: the repository is version 2 or later.
+    pub fn new(compress: bool) -> BlobEncoder {
+        BlobEncoder {
+            // without a context (it cannot be made) blobs are stored uncompressed
+            zstd: compress
+                .then(|| zstd::bulk::Compressor::new(3).ok())
+                .flatten(),
+            packed: Vec::new(),
+            sealed: Vec::new(),
+        }
+    }
+
+    /// The encrypted blob, and its plaintext length when it is compressed.
+    pub fn encode(&mut self, key: &Key, plain: &[u8]) -> (&[u8], Option<u32>) {
+        if let Some(z) = &mut self.zstd {
+            self.packed.clear();
+            self.packed
+                .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+            if let Ok(n) = z.compress_to_buffer(plain, &mut self.packed) {
+                if n < plain.len() {
+                    key.encrypt_into(&self.packed, &mut self.sealed);
+                    return (&self.sealed, Some(plain.len() as u32));
+                }
+            }
+        }
+        key.encrypt_into(plain, &mut self.sealed);
+        (&self.sealed, None)
     }
 }
 

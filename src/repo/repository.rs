@@ -19,6 +19,28 @@ use super::location::RepoLocation;
 use super::lock::{Lock, LockKind};
 use super::pack;
 
+/// [`Repository::save_unpacked`] for a writer's threads, which hold the
+/// repository's parts rather than the repository.
+pub(crate) fn store_unpacked(
+    be: &dyn Backend,
+    key: &Key,
+    version: u32,
+    t: FileType,
+    json: &[u8],
+) -> Result<Id> {
+    let data = if version >= 2 {
+        let mut v = vec![2u8];
+        v.extend(zstd::bulk::compress(json, 3).map_err(|e| RepoError::io("zstd", e))?);
+        v
+    } else {
+        json.to_vec()
+    };
+    let enc = key.encrypt(&data);
+    let id = Id::hash(&enc);
+    be.write(t, &id.to_hex(), &enc)?;
+    Ok(id)
+}
+
 /// Name of the stream that holds a snapshot's manifest (see [`SnapshotMeta::manifest`](super::SnapshotMeta)).
 pub const MANIFEST_STREAM: &str = "upkeep-manifest.json";
 
@@ -163,6 +185,20 @@ impl Repository {
         })
     }
 
+    /// A fresh repository in `dir` without a key file: unit tests skip the
+    /// scrypt derivation, which takes seconds in a debug build.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Repository {
+        let be = Arc::new(super::backend::local::LocalBackend::new(dir));
+        be.create().unwrap();
+        let config = Config {
+            version: 2,
+            id: Id::random().to_hex(),
+            chunker_polynomial: format!("{:x}", random_polynomial()),
+        };
+        Repository::assemble(be, Key::random(), config).unwrap()
+    }
+
     fn find_key(be: &dyn Backend, password: &str) -> Result<Key> {
         let keys = be.list(FileType::Key)?;
         if keys.is_empty() {
@@ -241,17 +277,7 @@ impl Repository {
 
     /// Encrypts (and, from version 2 on, compresses) a JSON document and stores it.
     pub(crate) fn save_unpacked(&self, t: FileType, json: &[u8]) -> Result<Id> {
-        let data = if self.config.version >= 2 {
-            let mut v = vec![2u8];
-            v.extend(zstd::bulk::compress(json, 3).map_err(|e| RepoError::io("zstd", e))?);
-            v
-        } else {
-            json.to_vec()
-        };
-        let enc = self.key.encrypt(&data);
-        let id = Id::hash(&enc);
-        self.be.write(t, &id.to_hex(), &enc)?;
-        Ok(id)
+        store_unpacked(&*self.be, &self.key, self.config.version, t, json)
     }
 
     /// Reads, verifies and decrypts a JSON document.
@@ -281,18 +307,6 @@ impl Repository {
     }
 
     // ----- blobs -----
-
-    /// Compresses (version 2, when it helps) and encrypts a blob.
-    pub(crate) fn encode_blob(&self, plain: &[u8]) -> (Vec<u8>, Option<u32>) {
-        if self.config.version >= 2 {
-            if let Ok(c) = zstd::bulk::compress(plain, 3) {
-                if c.len() < plain.len() {
-                    return (self.key.encrypt(&c), Some(plain.len() as u32));
-                }
-            }
-        }
-        (self.key.encrypt(plain), None)
-    }
 
     /// The index, loaded on first use.
     pub(crate) fn index(&self) -> Result<Arc<Index>> {

@@ -39,7 +39,7 @@ impl Repository {
         snapshot: &str,
         file: &Path,
         password: &str,
-        progress: Option<&dyn Fn(u64)>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<SnapshotInfo> {
         if file.exists() {
             return Err(RepoError::Invalid(format!(
@@ -92,7 +92,7 @@ impl Repository {
         &self,
         file: &Path,
         password: &str,
-        progress: Option<&dyn Fn(u64)>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<Vec<SnapshotInfo>> {
         let tar = Arc::new(TarBackend::open(file)?);
         let src = Repository::open_backend(tar, password).map_err(|e| match e {

@@ -1,29 +1,29 @@
 //! Writing a snapshot: named byte streams are cut into chunks, deduplicated
-//! against the index, compressed, encrypted and packed; `commit` then writes
-//! the trees, the last packs, the index and finally the snapshot file, so a
-//! snapshot is visible only once everything it references is durable.
+//! against the index, compressed, encrypted and packed (by the threads of a
+//! [`Pipeline`]); `commit` then writes the trees, the last packs, the index and
+//! finally the snapshot file, so a snapshot is visible only once everything it
+//! references is durable.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
 use super::backend::FileType;
 use super::chunker::Chunker;
 use super::error::{RepoError, Result};
-use super::format::{BlobType, IndexFile, IndexPack, Node, SnapshotFile, Summary, Tree, MODE_DIR};
+use super::format::{BlobType, Node, SnapshotFile, Summary, Tree, MODE_DIR};
 use super::id::Id;
 use super::index::Index;
 use super::lock::{Lock, LockKind};
-use super::pack::{PackWriter, TARGET_SIZE};
+use super::pack::BlobEncoder;
+use super::pipeline::{abandoned, InFlight, Pipeline};
 use super::repository::{
     format_time, hostname, info, now, username, Repository, SnapshotInfo, StreamInfo,
     MANIFEST_STREAM,
 };
-
-/// Write an index file once this many new blobs are pending (restic's limit).
-const INDEX_MAX_BLOBS: usize = 50_000;
 
 /// What describes a snapshot besides its streams.
 #[derive(Clone, Debug, Default)]
@@ -44,37 +44,35 @@ pub struct SnapshotMeta {
 }
 
 enum Entry {
+    /// A stream being added: its name is taken.
+    Pending,
     File(Box<Node>),
     Dir(BTreeMap<String, Entry>),
 }
 
 /// A snapshot being written; see [`Repository::begin_snapshot`].
+///
+/// Streams can be added from several threads at once (`add_stream` takes
+/// `&self`); they share the writer's workers and its deduplication.
 pub struct SnapshotWriter<'r> {
     repo: &'r Repository,
+    // declared before the lock, so its threads have stopped writing when the
+    // lock is released
+    pipeline: Pipeline,
     _lock: Option<Lock>,
     meta: SnapshotMeta,
     time: OffsetDateTime,
-    idx: Arc<Index>,
-    seen: HashSet<(Id, BlobType)>,
-    data_pack: PackWriter,
-    tree_pack: PackWriter,
-    pending_index: Vec<IndexPack>,
-    pending_blobs: usize,
-    root: BTreeMap<String, Entry>,
-    summary: Summary,
-    progress: Option<Box<dyn Fn(u64) + 'r>>,
-    bytes_done: u64,
-    failed: Option<String>,
+    /// For the blobs stored on the calling thread (trees, copied blobs).
+    encoder: BlobEncoder,
+    root: Mutex<BTreeMap<String, Entry>>,
+    summary: Mutex<Summary>,
+    progress: Option<Progress<'r>>,
+    bytes_done: AtomicU64,
+    failed: Mutex<Option<String>>,
 }
 
-/// A chunk's id, the chunk, and its encoded form unless the index has it already.
-type Prepared = (Id, Vec<u8>, Option<(Vec<u8>, Option<u32>)>);
-
-fn prepare(repo: &Repository, idx: &Index, chunk: Vec<u8>) -> Prepared {
-    let id = Id::hash(&chunk);
-    let enc = (!idx.contains(&id, BlobType::Data)).then(|| repo.encode_blob(&chunk));
-    (id, chunk, enc)
-}
+/// A progress callback; streams added concurrently call it from their threads.
+type Progress<'r> = Box<dyn Fn(u64) + Send + Sync + 'r>;
 
 /// Checks a stream name and splits it into its path segments.
 fn segments(name: &str) -> Result<Vec<&str>> {
@@ -107,30 +105,31 @@ impl Repository {
         let time = meta.time.unwrap_or_else(now);
         Ok(SnapshotWriter {
             repo: self,
+            pipeline: Pipeline::start(self, idx),
             _lock: lock,
             meta,
             time,
-            idx,
-            seen: HashSet::new(),
-            data_pack: PackWriter::default(),
-            tree_pack: PackWriter::default(),
-            pending_index: Vec::new(),
-            pending_blobs: 0,
-            root: BTreeMap::new(),
-            summary: Summary {
+            encoder: BlobEncoder::new(self.config.version >= 2),
+            root: Mutex::new(BTreeMap::new()),
+            summary: Mutex::new(Summary {
                 backup_start: format_time(now()),
                 ..Summary::default()
-            },
+            }),
             progress: None,
-            bytes_done: 0,
-            failed: None,
+            bytes_done: AtomicU64::new(0),
+            failed: Mutex::new(None),
         })
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("a stream's thread panicked")
+}
+
 impl<'r> SnapshotWriter<'r> {
-    /// Calls `f` with the number of bytes read from all streams so far, after each chunk.
-    pub fn set_progress(&mut self, f: impl Fn(u64) + 'r) {
+    /// Calls `f` with the number of bytes read from all streams so far, after
+    /// each chunk (from the threads adding streams).
+    pub fn set_progress(&mut self, f: impl Fn(u64) + Send + Sync + 'r) {
         self.progress = Some(Box::new(f));
     }
 
@@ -140,13 +139,12 @@ impl<'r> SnapshotWriter<'r> {
     }
 
     /// Reads `reader` to its end and stores it as stream `name` (path segments
-    /// separated by `/`). Memory use does not depend on the stream's size. If
-    /// reading fails, the error is returned and the snapshot can no longer be committed.
-    pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<StreamInfo> {
-        if let Some(f) = &self.failed {
-            return Err(RepoError::Invalid(format!(
-                "snapshot abandoned after an earlier error: {f}"
-            )));
+    /// separated by `/`). Memory use does not depend on the stream's size.
+    /// Several threads can add streams at once. If reading or storing fails,
+    /// the error is returned and the snapshot can no longer be committed.
+    pub fn add_stream(&self, name: &str, reader: &mut dyn Read) -> Result<StreamInfo> {
+        if let Some(f) = &*lock(&self.failed) {
+            return Err(abandoned(f));
         }
         let res = self.add_stream_inner(name, reader);
         if let Err(e) = &res {
@@ -154,67 +152,124 @@ impl<'r> SnapshotWriter<'r> {
                 e,
                 RepoError::InvalidStreamName(_) | RepoError::DuplicateStream(_)
             ) {
-                self.failed = Some(e.to_string());
+                lock(&self.failed).get_or_insert_with(|| e.to_string());
             }
         }
         res
     }
 
-    fn add_stream_inner(&mut self, name: &str, reader: &mut dyn Read) -> Result<StreamInfo> {
+    fn add_stream_inner(&self, name: &str, reader: &mut dyn Read) -> Result<StreamInfo> {
         let parts = segments(name)?;
-        // find the folder, refusing a name already used (as a file or a folder)
-        {
-            let mut dir = &self.root;
-            for (i, p) in parts.iter().enumerate() {
-                match dir.get(*p) {
-                    None => break,
-                    Some(Entry::Dir(d)) if i + 1 < parts.len() => dir = d,
-                    Some(_) => return Err(RepoError::DuplicateStream(name.into())),
-                }
+        self.reserve(name, &parts)?;
+        let (content, size) = self.store_stream(name, reader)?;
+        let node = self.file_node(parts[parts.len() - 1], size, content);
+        self.place(&parts, node);
+        let mut summary = lock(&self.summary);
+        summary.files_new += 1;
+        summary.total_files_processed += 1;
+        summary.total_bytes_processed += size;
+        Ok(StreamInfo {
+            name: name.into(),
+            size,
+        })
+    }
+
+    /// Takes the name `parts` for a stream, refusing one already used (as a
+    /// stream or a folder) or below a stream.
+    fn reserve(&self, name: &str, parts: &[&str]) -> Result<()> {
+        let mut root = lock(&self.root);
+        let mut dir = &mut *root;
+        let (leaf, folders) = parts.split_last().expect("a name has a segment");
+        for p in folders {
+            match dir
+                .entry(p.to_string())
+                .or_insert_with(|| Entry::Dir(BTreeMap::new()))
+            {
+                Entry::Dir(d) => dir = d,
+                _ => return Err(RepoError::DuplicateStream(name.into())),
             }
         }
-        // chunking runs on this thread while the previous chunk is hashed,
-        // compressed and encrypted on a second one
-        let repo: &'r Repository = self.repo;
-        let idx = self.idx.clone();
-        let mut chunker = Chunker::new(reader, &repo.tables);
+        if dir.contains_key(*leaf) {
+            return Err(RepoError::DuplicateStream(name.into()));
+        }
+        dir.insert(leaf.to_string(), Entry::Pending);
+        Ok(())
+    }
+
+    /// Puts `node` where [`reserve`](Self::reserve) took its name.
+    fn place(&self, parts: &[&str], node: Node) {
+        let mut root = lock(&self.root);
+        let mut dir = &mut *root;
+        let (leaf, folders) = parts.split_last().expect("a name has a segment");
+        for p in folders {
+            match dir.get_mut(*p) {
+                Some(Entry::Dir(d)) => dir = d,
+                _ => unreachable!("reserved folders stay folders"),
+            }
+        }
+        dir.insert(leaf.to_string(), Entry::File(Box::new(node)));
+    }
+
+    /// Cuts `reader` into chunks on this thread while the pipeline's workers
+    /// store the previous ones; returns the chunks' ids in stream order and
+    /// the stream's size, once the packs holding them are written.
+    fn store_stream(&self, name: &str, reader: &mut dyn Read) -> Result<(Vec<Id>, u64)> {
+        let mut chunker = Chunker::new(reader, &self.repo.tables);
+        let mut in_flight = VecDeque::new();
+        let mut spare = Vec::new();
         let mut content = Vec::new();
         let mut size = 0u64;
-        std::thread::scope(|s| -> Result<()> {
-            let mut pending: Option<std::thread::ScopedJoinHandle<'_, Prepared>> = None;
-            let mut spare = Vec::new();
-            loop {
-                let mut chunk = std::mem::take(&mut spare);
-                let more = chunker
-                    .next_chunk(&mut chunk)
-                    .map_err(|e| RepoError::Source {
+        let read = loop {
+            // after a pack failed, reading on would be wasted
+            if self.pipeline.failed() {
+                break Ok(());
+            }
+            let mut chunk = spare.pop().unwrap_or_default();
+            match chunker.next_chunk(&mut chunk) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => {
+                    break Err(RepoError::Source {
                         name: name.into(),
                         source: e,
-                    });
-                if let Some(h) = pending.take() {
-                    let (id, plain, enc) = h.join().expect("blob worker panicked");
-                    self.store_data(id, &plain, enc)?;
-                    content.push(id);
-                    size += plain.len() as u64;
-                    self.bytes_done += plain.len() as u64;
-                    if let Some(p) = &self.progress {
-                        p(self.bytes_done);
-                    }
-                    spare = plain;
+                    })
                 }
-                if !more? {
-                    return Ok(());
-                }
-                let idx = &*idx;
-                pending = Some(s.spawn(move || prepare(repo, idx, chunk)));
             }
-        })?;
+            in_flight.push_back(self.pipeline.submit(chunk));
+            if in_flight.len() >= self.pipeline.window() {
+                let first = in_flight.pop_front().expect("in flight");
+                spare.push(self.collect(first, &mut content, &mut size));
+            }
+        };
+        for c in in_flight {
+            self.collect(c, &mut content, &mut size);
+        }
+        read?;
+        self.pipeline.wait()?;
+        Ok((content, size))
+    }
+
+    /// Waits for a chunk in flight, records its id, reports progress and
+    /// returns the chunk's buffer for reuse.
+    fn collect(&self, c: InFlight, content: &mut Vec<Id>, size: &mut u64) -> Vec<u8> {
+        let (id, chunk) = c.wait();
+        let n = chunk.len() as u64;
+        content.push(id);
+        *size += n;
+        let done = self.bytes_done.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(p) = &self.progress {
+            p(done);
+        }
+        chunk
+    }
+
+    /// The tree node of a stream.
+    fn file_node(&self, name: &str, size: u64, content: Vec<Id>) -> Node {
         let t = format_time(self.time);
         // SAFETY: no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let leaf = parts[parts.len() - 1].to_string();
-        let node = Node {
-            name: leaf.clone(),
+        Node {
+            name: name.to_string(),
             tpe: "file".into(),
             mode: 0o600,
             mtime: t.clone(),
@@ -227,110 +282,11 @@ impl<'r> SnapshotWriter<'r> {
             links: 1,
             content: Some(content),
             subtree: None,
-        };
-        let mut dir = &mut self.root;
-        for p in &parts[..parts.len() - 1] {
-            let e = dir
-                .entry(p.to_string())
-                .or_insert_with(|| Entry::Dir(BTreeMap::new()));
-            match e {
-                Entry::Dir(d) => dir = d,
-                Entry::File(_) => return Err(RepoError::DuplicateStream(name.into())),
-            }
         }
-        dir.insert(leaf, Entry::File(Box::new(node)));
-        self.summary.files_new += 1;
-        self.summary.total_files_processed += 1;
-        self.summary.total_bytes_processed += size;
-        Ok(StreamInfo {
-            name: name.into(),
-            size,
-        })
     }
 
-    fn store_data(
-        &mut self,
-        id: Id,
-        plain: &[u8],
-        enc: Option<(Vec<u8>, Option<u32>)>,
-    ) -> Result<()> {
-        let Some((enc, uncompressed)) = enc else {
-            return Ok(());
-        };
-        if !self.seen.insert((id, BlobType::Data)) {
-            return Ok(());
-        }
-        self.summary.data_blobs += 1;
-        self.summary.data_added += plain.len() as u64;
-        self.data_pack.add(BlobType::Data, id, &enc, uncompressed);
-        if self.data_pack.size() >= TARGET_SIZE {
-            self.flush_pack(BlobType::Data)?;
-        }
-        Ok(())
-    }
-
-    fn add_blob(&mut self, tpe: BlobType, id: Id, plain: &[u8]) -> Result<()> {
-        if self.idx.contains(&id, tpe) || !self.seen.insert((id, tpe)) {
-            return Ok(());
-        }
-        let (enc, uncompressed) = self.repo.encode_blob(plain);
-        match tpe {
-            BlobType::Data => {
-                self.summary.data_blobs += 1;
-                self.data_pack.add(tpe, id, &enc, uncompressed);
-            }
-            BlobType::Tree => {
-                self.summary.tree_blobs += 1;
-                self.tree_pack.add(tpe, id, &enc, uncompressed);
-            }
-        }
-        self.summary.data_added += plain.len() as u64;
-        if self.data_pack.size() >= TARGET_SIZE {
-            self.flush_pack(BlobType::Data)?;
-        }
-        if self.tree_pack.size() >= TARGET_SIZE {
-            self.flush_pack(BlobType::Tree)?;
-        }
-        Ok(())
-    }
-
-    fn flush_pack(&mut self, tpe: BlobType) -> Result<()> {
-        if tpe == BlobType::Tree {
-            // trees go to the index only after the data they reference
-            self.flush_pack(BlobType::Data)?;
-        }
-        let pack = std::mem::take(match tpe {
-            BlobType::Data => &mut self.data_pack,
-            BlobType::Tree => &mut self.tree_pack,
-        });
-        if pack.is_empty() {
-            return Ok(());
-        }
-        let (id, bytes, blobs) = pack.finish(&self.repo.key);
-        self.repo.be.write(FileType::Pack, &id.to_hex(), &bytes)?;
-        self.summary.data_added_packed += bytes.len() as u64;
-        self.pending_blobs += blobs.len();
-        self.pending_index.push(IndexPack { id, blobs });
-        if self.pending_blobs >= INDEX_MAX_BLOBS {
-            self.flush_index()?;
-        }
-        Ok(())
-    }
-
-    fn flush_index(&mut self) -> Result<()> {
-        if self.pending_index.is_empty() {
-            return Ok(());
-        }
-        let f = IndexFile {
-            supersedes: Vec::new(),
-            packs: std::mem::take(&mut self.pending_index),
-        };
-        self.repo.save_unpacked(
-            FileType::Index,
-            &serde_json::to_vec(&f).expect("serializable"),
-        )?;
-        self.pending_blobs = 0;
-        Ok(())
+    fn add_blob(&mut self, tpe: BlobType, id: Id, plain: &[u8]) {
+        self.pipeline.store(&mut self.encoder, tpe, id, plain);
     }
 
     fn save_dir(&mut self, entries: BTreeMap<String, Entry>) -> Result<Id> {
@@ -339,9 +295,14 @@ impl<'r> SnapshotWriter<'r> {
         for (name, e) in entries {
             match e {
                 Entry::File(n) => nodes.push(*n),
+                Entry::Pending => {
+                    return Err(RepoError::Invalid(format!(
+                        "snapshot not saved: stream {name} was not finished"
+                    )))
+                }
                 Entry::Dir(d) => {
                     let sub = self.save_dir(d)?;
-                    self.summary.dirs_new += 1;
+                    lock(&self.summary).dirs_new += 1;
                     nodes.push(Node {
                         name,
                         tpe: "dir".into(),
@@ -363,14 +324,14 @@ impl<'r> SnapshotWriter<'r> {
         let mut json = serde_json::to_vec(&Tree { nodes }).expect("serializable");
         json.push(b'\n');
         let id = Id::hash(&json);
-        self.add_blob(BlobType::Tree, id, &json)?;
+        self.add_blob(BlobType::Tree, id, &json);
         Ok(id)
     }
 
     /// Makes the snapshot durable and visible: writes the manifest, trees, the
     /// remaining packs, the index, and last the snapshot file.
     pub fn commit(mut self) -> Result<SnapshotInfo> {
-        if let Some(f) = &self.failed {
+        if let Some(f) = &*lock(&self.failed) {
             return Err(RepoError::Invalid(format!(
                 "snapshot not saved: a stream failed: {f}"
             )));
@@ -378,11 +339,10 @@ impl<'r> SnapshotWriter<'r> {
         if let Some(m) = self.meta.manifest.take() {
             self.add_stream(MANIFEST_STREAM, &mut m.as_bytes())?;
         }
-        let root = std::mem::take(&mut self.root);
-        self.flush_pack(BlobType::Data)?;
+        let root = std::mem::take(&mut *lock(&self.root));
+        self.pipeline.flush(BlobType::Data);
         let tree = self.save_dir(root)?;
         self.finish_packs()?;
-        self.summary.backup_end = format_time(now());
         let paths = if self.meta.paths.is_empty() {
             vec!["/upkeep".to_string()]
         } else {
@@ -401,7 +361,7 @@ impl<'r> SnapshotWriter<'r> {
             gid,
             tags: self.meta.tags.clone(),
             program_version: Some(format!("upkeep {}", env!("CARGO_PKG_VERSION"))),
-            summary: Some(self.summary.clone()),
+            summary: Some(self.summary()),
         };
         let id = self.repo.save_unpacked(
             FileType::Snapshot,
@@ -410,18 +370,29 @@ impl<'r> SnapshotWriter<'r> {
         Ok(info(&id, &snap))
     }
 
+    /// The summary recorded in the snapshot.
+    fn summary(&self) -> Summary {
+        let added = self.pipeline.added();
+        Summary {
+            backup_end: format_time(now()),
+            data_blobs: added.data_blobs,
+            tree_blobs: added.tree_blobs,
+            data_added: added.data_added,
+            data_added_packed: added.data_added_packed,
+            ..lock(&self.summary).clone()
+        }
+    }
+
     fn finish_packs(&mut self) -> Result<()> {
-        self.flush_pack(BlobType::Data)?;
-        self.flush_pack(BlobType::Tree)?;
-        self.flush_index()?;
+        let res = self.pipeline.finish();
         self.repo.reset_index();
-        Ok(())
+        res
     }
 
     /// Copies tree `tree` of `src` with everything below it (skipping what this
     /// repository already has).
     pub(crate) fn copy_tree(&mut self, src: &Repository, src_idx: &Index, tree: &Id) -> Result<()> {
-        if self.idx.contains(tree, BlobType::Tree) || self.seen.contains(&(*tree, BlobType::Tree)) {
+        if self.pipeline.has(BlobType::Tree, tree) {
             return Ok(());
         }
         let raw = src.read_blob(src_idx, BlobType::Tree, tree)?;
@@ -429,22 +400,26 @@ impl<'r> SnapshotWriter<'r> {
             .map_err(|e| RepoError::Corrupt(format!("tree {tree} is not valid: {e}")))?;
         for n in &t.nodes {
             for b in n.content.iter().flatten() {
-                if self.idx.contains(b, BlobType::Data) || self.seen.contains(&(*b, BlobType::Data))
-                {
+                if self.pipeline.has(BlobType::Data, b) {
                     continue;
                 }
+                self.pipeline.check()?;
                 let data = src.read_blob(src_idx, BlobType::Data, b)?;
-                self.bytes_done += data.len() as u64;
-                self.add_blob(BlobType::Data, *b, &data)?;
+                let done = self
+                    .bytes_done
+                    .fetch_add(data.len() as u64, Ordering::Relaxed)
+                    + data.len() as u64;
+                self.add_blob(BlobType::Data, *b, &data);
                 if let Some(p) = &self.progress {
-                    p(self.bytes_done);
+                    p(done);
                 }
             }
             if let Some(sub) = &n.subtree {
                 self.copy_tree(src, src_idx, sub)?;
             }
         }
-        self.add_blob(BlobType::Tree, *tree, &raw)
+        self.add_blob(BlobType::Tree, *tree, &raw);
+        Ok(())
     }
 
     /// Writes the copied data and then `snap` (as it was in the source repository).
@@ -455,5 +430,108 @@ impl<'r> SnapshotWriter<'r> {
             &serde_json::to_vec(snap).expect("serializable"),
         )?;
         Ok(info(&id, snap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::super::chunker::Chunker;
+    use super::*;
+
+    /// Deterministic incompressible bytes: SHA-256 in counter mode.
+    fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
+        (0u64..)
+            .flat_map(|i| Id::hash(&[&[seed][..], &i.to_le_bytes()].concat()).0)
+            .take(len)
+            .collect()
+    }
+
+    /// Reads in small pieces, so concurrent streams interleave chunk by chunk.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(64 * 1024);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn chunk_ids(repo: &Repository, data: &[u8]) -> Vec<Id> {
+        let mut c = Chunker::new(data, &repo.tables);
+        let mut chunk = Vec::new();
+        let mut ids = Vec::new();
+        while c.next_chunk(&mut chunk).unwrap() {
+            ids.push(Id::hash(&chunk));
+        }
+        ids
+    }
+
+    #[test]
+    fn concurrent_streams_share_dedup_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::for_tests(tmp.path());
+        // the same 6 MiB at the start of both streams: their first chunks are identical
+        let shared = pseudo_random(6 << 20, 1);
+        let a = [&shared[..], &pseudo_random(1 << 20, 2)].concat();
+        let b = [&shared[..], &pseudo_random(2 << 20, 3)].concat();
+        let mut w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        let progress = AtomicU64::new(0);
+        w.set_progress(|n| {
+            progress.fetch_max(n, Ordering::Relaxed);
+        });
+        let (ra, rb) = std::thread::scope(|s| {
+            let w = &w;
+            let ta = s.spawn(|| w.add_stream("db/a.dump", &mut Trickle(&a)));
+            let tb = s.spawn(|| w.add_stream("volumes/b.tar", &mut Trickle(&b)));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert_eq!(ra.unwrap().size, a.len() as u64);
+        assert_eq!(rb.unwrap().size, b.len() as u64);
+        assert_eq!(progress.load(Ordering::Relaxed), (a.len() + b.len()) as u64);
+        let snap = w.commit().unwrap();
+
+        for (name, data) in [("db/a.dump", &a), ("volumes/b.tar", &b)] {
+            let mut out = Vec::new();
+            repo.restore_stream(&snap.id, name, &mut out).unwrap();
+            assert!(out == *data, "{name} differs");
+        }
+        // every distinct chunk is stored exactly once
+        let (ia, ib) = (chunk_ids(&repo, &a), chunk_ids(&repo, &b));
+        let distinct: HashSet<Id> = ia.iter().chain(&ib).copied().collect();
+        assert!(
+            distinct.len() < ia.len() + ib.len(),
+            "the streams share no chunk"
+        );
+        let idx = repo.index().unwrap();
+        let stored: Vec<Id> = idx
+            .packs
+            .values()
+            .flatten()
+            .filter(|b| b.tpe == BlobType::Data)
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(stored.len(), distinct.len());
+        assert_eq!(stored.into_iter().collect::<HashSet<_>>(), distinct);
+        assert!(repo.check(true).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_name_taken_by_a_running_stream_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::for_tests(tmp.path());
+        let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        w.reserve("a/b", &["a", "b"]).unwrap();
+        for name in ["a/b", "a", "a/b/c"] {
+            let err = w.add_stream(name, &mut std::io::empty()).unwrap_err();
+            assert!(
+                matches!(err, RepoError::DuplicateStream(_)),
+                "{name}: {err}"
+            );
+        }
+        w.add_stream("a/c", &mut std::io::empty()).unwrap();
     }
 }
