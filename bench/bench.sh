@@ -472,6 +472,10 @@ bench_backup() {
 
 # ================================================================= upgrade (issue 5)
 journal_downtime() { jq -r '.downtime_secs // empty' "$SITE/.upkeep/upgrades/$1.json"; }
+# The phases of an upgrade's downtime as upkeep recorded them, one table row each.
+journal_phases() {
+  jq -r '.phases[]? | "| \(.[0]) | \(.[1] * 100 | round / 100) |"' "$SITE/.upkeep/upgrades/$1.json"
+}
 bench_upgrade() {
   local pg
   out ""
@@ -497,6 +501,7 @@ bench_upgrade() {
   ptimed upg_copy "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v1.1.0 --as "${P}u11" --yes --strategy copy
   local dt_copy; dt_copy=$(journal_downtime "$SRC")
   [[ -n $dt_copy ]] || die "no downtime_secs in the journal of $SRC"
+  local phases_copy; phases_copy=$(journal_phases "$SRC")
   local rows11; rows11=$(accounts "$(pg_of "${P}u11")")
   [[ $rows11 == "$ROWS" ]] || die "upgraded v1.1.0 instance has $rows11 accounts, expected $ROWS"
   timed rollback "$UPKEEP" --site "$SITE" rollback "${P}u11"
@@ -517,6 +522,7 @@ bench_upgrade() {
   ptimed upg_dump "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "${P}u20" --yes --strategy dump
   local dt_dump; dt_dump=$(journal_downtime "$SRC")
   [[ -n $dt_dump ]] || die "no downtime_secs in the journal of $SRC"
+  local phases_dump; phases_dump=$(journal_phases "$SRC")
   local rows20; rows20=$(accounts "$(pg_of "${P}u20")")
   [[ $rows20 == "$ROWS" ]] || die "upgraded v2.0.0 instance has $rows20 accounts, expected $ROWS"
 
@@ -531,6 +537,18 @@ bench_upgrade() {
   hand_dump_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}")
   out "| *context*: copy by hand including \`upkeep stop\` and \`upkeep up\` of the stopped instance (${T[raw_stop]} + $raw + ${T[raw_start]}) | $hand_copy_all | $dt_copy | $(ratio "$dt_copy" "$hand_copy_all") | – | |"
   out "| *context*: dump by hand including \`upkeep stop\`, \`upkeep up\` of a fresh v2.0.0 instance and the postgres_backups copy (${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}) | $hand_dump_all | $dt_dump | $(ratio "$dt_dump" "$hand_dump_all") | – | |"
+  out ""
+  out "Phases of the copy upgrade's downtime, as upkeep recorded them (the last one comes after it):"
+  out ""
+  out "| phase | s |"
+  out "| --- | ---: |"
+  out "$phases_copy"
+  out ""
+  out "Phases of the dump upgrade's downtime:"
+  out ""
+  out "| phase | s |"
+  out "| --- | ---: |"
+  out "$phases_dump"
   out ""
   out "Not in the by-hand numbers: stopping the instance (\`upkeep stop\`: ${T[raw_stop]} s), starting it (\`upkeep up\` of the stopped instance: ${T[raw_start]} s; of a fresh v2.0.0 instance: ${T[hand_up]} s), copying \`postgres_backups\` in the dump case. The whole \`upkeep upgrade\` command also takes the safety snapshot (before the downtime). \`upkeep rollback\` after the copy upgrade: ${T[rollback]} s."
 }

@@ -428,6 +428,183 @@ fn reassign_taken_ports(site: &Site, rec: &mut InstanceRecord) -> Result<()> {
     rec.write_effective(site)
 }
 
+/// Creates the instance's containers and networks without starting them
+/// (`compose up --no-start`), so starting later is one API call per container.
+pub fn create_containers(site: &Site, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+    rec.write_effective(site)?;
+    compose.run(&rec.project(site), &["up", "--no-start"])
+}
+
+/// What a service waits for before it starts (compose's `depends_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    Started,
+    Healthy,
+    CompletedSuccessfully,
+}
+
+/// Service → the services it depends on, from the effective compose file
+/// (a list means `service_started`).
+fn dependencies(site: &Site, name: &str) -> Result<BTreeMap<String, Vec<(String, Condition)>>> {
+    let text = fs::read_to_string(effective_file(site, name))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    let mut out = BTreeMap::new();
+    let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
+        return Ok(out);
+    };
+    for (svc, def) in services {
+        let Some(svc) = svc.as_str() else { continue };
+        let mut deps = Vec::new();
+        match def.get("depends_on") {
+            Some(serde_yaml_ng::Value::Sequence(list)) => {
+                deps.extend(
+                    list.iter()
+                        .filter_map(|d| d.as_str())
+                        .map(|d| (d.to_string(), Condition::Started)),
+                );
+            }
+            Some(serde_yaml_ng::Value::Mapping(map)) => {
+                for (dep, how) in map {
+                    let cond = match how.get("condition").and_then(|c| c.as_str()) {
+                        Some("service_healthy") => Condition::Healthy,
+                        Some("service_completed_successfully") => Condition::CompletedSuccessfully,
+                        _ => Condition::Started,
+                    };
+                    if let Some(dep) = dep.as_str() {
+                        deps.push((dep.to_string(), cond));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.insert(svc.to_string(), deps);
+    }
+    Ok(out)
+}
+
+/// Services ordered so that each comes after what it depends on.
+fn start_order(deps: &BTreeMap<String, Vec<(String, Condition)>>) -> Result<Vec<String>> {
+    let mut order: Vec<String> = Vec::new();
+    while order.len() < deps.len() {
+        let next = deps.iter().find(|(svc, d)| {
+            !order.contains(svc)
+                && d.iter()
+                    .all(|(dep, _)| order.contains(dep) || !deps.contains_key(dep))
+        });
+        match next {
+            Some((svc, _)) => order.push(svc.clone()),
+            None => bail!("the services' depends_on form a cycle"),
+        }
+    }
+    Ok(order)
+}
+
+/// Starts the containers `create_containers` made, through the API in
+/// `depends_on` order, and returns once every one is ready. A service that
+/// waits for another to be healthy starts as soon as that one's own health
+/// check command succeeds, run here every 100 ms, rather than when Docker
+/// next runs it (its `interval` after start: a second in the sample
+/// bundles, for each service in the chain). If a host port turned out to be
+/// taken, falls back to `start` (compose, which reassigns ports).
+pub fn start_created(
+    site: &Site,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let deps = dependencies(site, &rec.name)?;
+    let containers = engine.project_containers(&rec.name)?;
+    let of = |svc: &str| -> Vec<&ContainerInfo> {
+        containers.iter().filter(|c| c.service == svc).collect()
+    };
+    let missing: Vec<&String> = deps.keys().filter(|s| of(s).is_empty()).collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "no containers yet for {missing:?}; starting {} with compose",
+            rec.name
+        );
+        start(site, engine, compose, rec, &[], timeout)?;
+        return Ok(());
+    }
+    for svc in start_order(&deps)? {
+        for (dep, cond) in &deps[&svc] {
+            for c in of(dep) {
+                wait_condition(engine, c, *cond, deadline)?;
+            }
+        }
+        for c in of(&svc) {
+            if let Err(e) = engine.start_container(&c.id) {
+                if format!("{e:#}").contains("port is already allocated") {
+                    start(site, engine, compose, rec, &[], timeout)?;
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        }
+    }
+    for c in &containers {
+        wait_condition(engine, c, Condition::Healthy, deadline)?;
+    }
+    Ok(())
+}
+
+/// Waits until container `c` meets `cond`; "healthy" without a health
+/// check means running. Fails at once when it exits when it should not.
+fn wait_condition(
+    engine: &Engine,
+    c: &ContainerInfo,
+    cond: Condition,
+    deadline: Instant,
+) -> Result<()> {
+    let probe = match cond {
+        Condition::Healthy => engine.health_probe(&c.id)?,
+        _ => None,
+    };
+    loop {
+        let now = engine.container_info(&c.id)?;
+        let met = match cond {
+            Condition::CompletedSuccessfully => exited_cleanly(&now),
+            _ if now.state != "running" => false,
+            Condition::Started => true,
+            Condition::Healthy => {
+                now.health.as_deref() == Some("healthy")
+                    || probe
+                        .as_ref()
+                        .is_none_or(|argv| engine.probe_once(&c.id, argv))
+            }
+        };
+        if met {
+            return Ok(());
+        }
+        if now.state == "exited" && cond != Condition::CompletedSuccessfully || exited_badly(&now) {
+            bail!(
+                "container {} exited (code {}) while starting; see `docker logs {}`",
+                c.name,
+                now.exit_code.unwrap_or(-1),
+                c.name
+            );
+        }
+        if now.health.as_deref() == Some("unhealthy") {
+            bail!(
+                "container {} is unhealthy; see `docker logs {}`",
+                c.name,
+                c.name
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "container {} did not become {cond:?} in time ({}, {})",
+                c.name,
+                now.state,
+                now.health.as_deref().unwrap_or("no health check")
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Forgets an instance whose containers and volumes are gone (used when a
 /// restore or upgrade that created it is undone).
 pub fn remove_record(site: &Site, _lock: &SiteLock, name: &str) -> Result<()> {
@@ -489,9 +666,14 @@ pub fn wait_ready(
                 culprits.join(", ")
             );
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
     }
 }
+
+/// How often readiness is polled: a health probe or a container listing
+/// costs a few milliseconds, and every poll interval of latency is downtime
+/// in an upgrade.
+pub const POLL: Duration = Duration::from_millis(100);
 
 fn exited_badly(c: &ContainerInfo) -> bool {
     c.state == "exited" && c.exit_code.unwrap_or(0) != 0

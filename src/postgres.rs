@@ -86,7 +86,7 @@ impl Server {
             match self.query(engine, "SELECT 1") {
                 Ok(s) if s == "1" => return Ok(()),
                 Ok(_) | Err(_) if start.elapsed() < timeout => {
-                    std::thread::sleep(std::time::Duration::from_millis(500))
+                    std::thread::sleep(crate::instance::POLL)
                 }
                 Ok(other) => bail!("Postgres answered `{other}` to SELECT 1"),
                 Err(e) => return Err(e).context("Postgres did not accept connections in time"),
@@ -163,6 +163,84 @@ impl Server {
         engine
             .exec(&spec, Some(dump))
             .context("pg_restore failed; the target database may be partly restored")?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bulk loading into a fresh server: upgrade's dump strategy (and restores
+// into a new instance). A `pg_restore` into an empty cluster can skip most
+// of what makes writes durable one by one, because a failed load is redone
+// from scratch anyway; what must hold at the end is a checkpointed cluster
+// with the release's own settings.
+// ---------------------------------------------------------------------------
+
+/// Settings that need a server restart and make a `pg_restore
+/// --single-transaction` write no WAL for the tables and indexes it
+/// creates (with `wal_level = minimal`, data loaded into a relation created
+/// in the same transaction is synced at commit instead of logged).
+pub const BULK_LOAD_RESTART_SETTINGS: &[(&str, &str)] =
+    &[("wal_level", "minimal"), ("max_wal_senders", "0")];
+
+/// Session settings for the loading session itself (through `PGOPTIONS`):
+/// no wait for a WAL flush per commit, and room for index builds.
+pub const BULK_LOAD_SESSION_OPTIONS: &str =
+    "-c synchronous_commit=off -c maintenance_work_mem=512MB";
+
+impl Server {
+    /// `ALTER SYSTEM SET` each setting (in `postgresql.auto.conf`); those
+    /// marked "restart" by Postgres take effect at the next start.
+    pub fn alter_system(&self, engine: &Engine, settings: &[(&str, &str)]) -> Result<()> {
+        let sql: String = settings
+            .iter()
+            .map(|(k, v)| format!("ALTER SYSTEM SET {k} = '{}';\n", v.replace('\'', "''")))
+            .collect();
+        self.query(engine, &sql)
+            .map(|_| ())
+            .context("changing server settings")
+    }
+
+    /// `ALTER SYSTEM RESET` of the settings: back to the configuration files'.
+    pub fn reset_system(&self, engine: &Engine, settings: &[(&str, &str)]) -> Result<()> {
+        let sql: String = settings
+            .iter()
+            .map(|(k, _)| format!("ALTER SYSTEM RESET {k};\n"))
+            .collect();
+        self.query(engine, &sql)
+            .map(|_| ())
+            .context("resetting server settings")
+    }
+
+    /// The current value of a setting (`SHOW`).
+    pub fn setting(&self, engine: &Engine, name: &str) -> Result<String> {
+        self.query(engine, &format!("SHOW {name}"))
+    }
+
+    /// Restarts the server's container (a clean shutdown: a checkpoint) and
+    /// waits until it answers queries again.
+    pub fn restart(&self, engine: &Engine, timeout: std::time::Duration) -> Result<()> {
+        engine.stop_containers(std::slice::from_ref(&self.container))?;
+        engine.start_container(&self.container)?;
+        self.wait_ready(engine, timeout)
+    }
+
+    /// `pg_restore --single-transaction` of a custom-format dump with the
+    /// bulk-load session options: all or nothing, and no WAL for the data
+    /// when the server runs with `BULK_LOAD_RESTART_SETTINGS`.
+    pub fn restore_bulk(&self, engine: &Engine, dump: &mut (dyn Read + Send)) -> Result<()> {
+        let mut spec = self.spec(&[
+            "pg_restore",
+            "--exit-on-error",
+            "--single-transaction",
+            "--no-password",
+            "-d",
+            &self.database,
+        ]);
+        spec.env
+            .push(format!("PGOPTIONS={BULK_LOAD_SESSION_OPTIONS}"));
+        engine
+            .exec(&spec, Some(dump))
+            .context("pg_restore failed; nothing of it was committed")?;
         Ok(())
     }
 }

@@ -81,8 +81,8 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     );
     assert!(run.status.success(), "{err}");
     assert!(
-        !err.contains("tar stream instead"),
-        "volumes are copied inside the engine: {err}"
+        !err.contains("tar stream instead") && !err.contains("in full instead"),
+        "volumes are pre-copied and then brought up to date inside the engine: {err}"
     );
     assert!(out.contains("downtime"), "{out}");
     assert_eq!(journal(&site, &old)["strategy"], "copy");
@@ -172,6 +172,7 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
         "safety-snapshot",
         "stop-old",
         "carry-config",
+        "pre-copy",
         "migrate-data:postgres",
         "migrate-data",
         "start-new",
@@ -195,20 +196,14 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
             );
         }
         let (survivor, retired) = if i % 2 == 0 {
+            // After `verify` every step is done: the resume only records it.
             let out = site.run(&["upgrade", "--resume", &old]);
-            if *step == "verify" {
-                // Everything was done; nothing is left to resume.
-                assert!(!out.status.success());
-                site.ok(&["rollback", &old]);
-                (&old, &new)
-            } else {
-                assert!(
-                    out.status.success(),
-                    "step {step}: resume failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                (&new, &old)
-            }
+            assert!(
+                out.status.success(),
+                "step {step}: resume failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (&new, &old)
         } else {
             site.ok(&["rollback", &old]);
             (&old, &new)
@@ -238,4 +233,127 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
         }
     }
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+}
+
+/// Volumes made by a test, removed when it ends however it ends.
+struct Volumes(Vec<String>);
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .output();
+        }
+    }
+}
+
+/// Runs a shell script in a throwaway container with `volume` at /v.
+fn in_volume(volume: &str, script: &str) {
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            "-v",
+            &format!("{volume}:/v"),
+            "-w",
+            "/v",
+            "upkeep-test/postgres:15",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "script in {volume} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every path of a volume with its type, owner, mode, mtime (files and
+/// directories), content digest (files) or target (links).
+fn full_listing(volume: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "run", "--rm", "--entrypoint", "sh", "-v", &format!("{volume}:/v:ro"), "-w", "/v",
+            "upkeep-test/postgres:15", "-c",
+            "find . | sort | while IFS= read -r f; do \
+               if [ -L \"$f\" ]; then echo \"$f -> $(readlink \"$f\") $(stat -c '%u:%g' \"$f\")\"; \
+               elif [ -d \"$f\" ]; then echo \"$f/ $(stat -c '%a %u:%g %Y' \"$f\")\"; \
+               else echo \"$f $(sha256sum < \"$f\" | cut -c1-64) $(stat -c '%a %u:%g %Y' \"$f\")\"; fi; \
+             done",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_delta_pass_after_a_pre_copy_makes_the_copy_equal_to_its_source() {
+    bundles(); // builds the test images if needed
+    let (src, dst) = (unique("dsrc"), unique("ddst"));
+    let _cleanup = Volumes(vec![src.clone(), dst.clone()]);
+    for v in [&src, &dst] {
+        let made = std::process::Command::new("docker")
+            .args(["volume", "create", v])
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+    }
+    in_volume(
+        &src,
+        "set -e; mkdir -p a/b c d/e keep willbefile; echo one > a/one; echo two > a/b/two; \
+         head -c 300000 /dev/urandom > big; echo x > c/x; echo gone > gone; echo s > 'name with space'; \
+         ln -s a/one link1; ln -s missing dangling; echo m > modme; echo p > permme; echo o > ownme; \
+         echo w > willbefile/w; echo f > willbedir; echo deep > d/e/deep; echo k > keep/k; \
+         chown 999:999 a/one d/e; chmod 640 a/b/two",
+    );
+    let engine = upkeep::docker::Engine::connect().unwrap();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Stale content in the destination that the full copy must clear.
+    in_volume(&dst, "mkdir stale && echo s > stale/s && echo junk > big");
+    engine
+        .copy_volumes(&[(&src, &dst)], "upkeep-test/postgres:15", None)
+        .unwrap();
+    assert_eq!(
+        full_listing(&dst),
+        full_listing(&src),
+        "the full copy is exact"
+    );
+    // Changes after the pre-copy, as a running Postgres makes them and more:
+    // the same size rewritten in place, appends, new, renamed (files and a
+    // directory with children), deleted, changed mode and owner, a file
+    // that becomes a directory and back, re-pointed links. The clock moves
+    // on a second first, so unchanged files keep an older ctime.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    in_volume(
+        &src,
+        "set -e; printf TWO | dd of=a/b/two conv=notrunc 2>/dev/null; echo more >> modme; \
+         chmod 600 permme; chown 999:999 ownme; echo new > newfile; mkdir -p newdir/sub; echo n > newdir/sub/n; \
+         mv a/one a/one-renamed; mv d dd; rm gone; rm -r c; rm -r willbefile; echo nowfile > willbefile; \
+         rm willbedir; mkdir willbedir; echo in > willbedir/in; rm link1; ln -s a/b/two link1; \
+         ln -s newfile link2; chmod 700 keep; echo '-dash' > ./-dash",
+    );
+    let source = full_listing(&src);
+    engine
+        .copy_volumes(&[(&src, &dst)], "upkeep-test/postgres:15", Some(since))
+        .unwrap();
+    assert_eq!(full_listing(&src), source, "the source is never modified");
+    assert_eq!(
+        full_listing(&dst),
+        source,
+        "the delta pass makes the copy exact"
+    );
 }

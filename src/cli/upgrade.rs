@@ -121,6 +121,9 @@ fn report(j: &Journal, out: &Output) -> Result<()> {
         if let Some(d) = j.downtime_secs {
             t += &format!("\ndowntime: {d:.1}s");
         }
+        for (what, secs) in &j.phases {
+            t += &format!("\n  {secs:6.2}s  {what}");
+        }
         if let Some(c) = &j.carry {
             if !c.env_added.is_empty() {
                 t += &format!(
