@@ -579,16 +579,15 @@ fn stop_old(engine: &Engine, old: &Target, j: &mut Journal) -> Result<()> {
     phase(j, "stop the old services", || {
         engine.stop_containers(&running(false))
     })?;
-    if old.profile.postgres.is_some() {
+    // A dump counts the old rows while it dumps (nothing writes any more).
+    if old.profile.postgres.is_some() && j.strategy == Strategy::Copy {
         if let Some(server) = old.running_postgres(engine)? {
             let counts = phase(j, "count rows (old)", || server.row_counts(engine))?;
             j.row_counts = Some(counts);
         }
-        if j.strategy == Strategy::Copy {
-            phase(j, "stop the old Postgres", || {
-                engine.stop_containers(&running(true))
-            })?;
-        }
+        phase(j, "stop the old Postgres", || {
+            engine.stop_containers(&running(true))
+        })?;
     }
     Ok(())
 }
@@ -790,16 +789,22 @@ fn migrate_by_dump(
         None => new.start_postgres_alone(cx, opts.timeout)?,
     };
     dst.wait_ready(engine, opts.timeout)?;
-    phase(j, "pg_dump | pg_restore", || {
-        pipe(
-            |w| copy_exec(src.dump_globals(engine)?, w),
-            |mut r| dst.restore_globals(engine, &mut r),
-        )?;
-        pipe(
-            |w| copy_exec(src.dump(engine)?, w),
-            |mut r| dst.restore(engine, &mut r),
-        )
+    // The app is stopped, so the old rows can be counted while they are dumped.
+    let old_counts = phase(j, "pg_dump | pg_restore ∥ count rows (old)", || {
+        std::thread::scope(|s| {
+            let counter = s.spawn(|| src.row_counts(engine));
+            pipe(
+                |w| copy_exec(src.dump_globals(engine)?, w),
+                |mut r| dst.restore_globals(engine, &mut r),
+            )?;
+            pipe(
+                |w| copy_exec(src.dump(engine)?, w),
+                |mut r| dst.restore(engine, &mut r),
+            )?;
+            counter.join().expect("row counting thread panicked")
+        })
     })?;
+    j.row_counts = Some(old_counts);
     let pg_ids: Vec<String> = vec![src.container.clone()];
     let strategy = j.strategy;
     let counts = phase(
