@@ -763,6 +763,7 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         instance::prepare_project(site, lock, engine, compose, &new.rec)?;
     }
     j.migrate_attempted = true;
+    j.new_row_counts = None;
     save(site, j)?;
     let since = if redo { None } else { j.precopy_since };
     if let (Strategy::Dump, Some(_), Some(_)) =
@@ -801,20 +802,24 @@ fn migrate_by_dump(
     };
     dst.wait_ready(engine, opts.timeout)?;
     // The app is stopped, so the old rows can be counted while they are dumped.
-    let old_counts = phase(j, "pg_dump | pg_restore ∥ count rows (old)", || {
-        std::thread::scope(|s| {
-            let counter = s.spawn(|| src.row_counts(engine));
-            pipe(
-                |w| copy_exec(src.dump_globals(engine)?, w),
-                |mut r| dst.restore_globals(engine, &mut r),
-            )?;
-            pipe(
-                |w| copy_exec(src.dump(engine)?, w),
-                |mut r| dst.restore(engine, &mut r),
-            )?;
-            counter.join().expect("row counting thread panicked")
-        })
-    })?;
+    let old_counts = phase(
+        j,
+        "pg_dump piped into pg_restore ∥ count rows (old)",
+        || {
+            std::thread::scope(|s| {
+                let counter = s.spawn(|| src.row_counts(engine));
+                pipe(
+                    |w| copy_exec(src.dump_globals(engine)?, w),
+                    |mut r| dst.restore_globals(engine, &mut r),
+                )?;
+                pipe(
+                    |w| copy_exec(src.dump(engine)?, w),
+                    |mut r| dst.restore(engine, &mut r),
+                )?;
+                counter.join().expect("row counting thread panicked")
+            })
+        },
+    )?;
     j.row_counts = Some(old_counts);
     let pg_ids: Vec<String> = vec![src.container.clone()];
     let strategy = j.strategy;
