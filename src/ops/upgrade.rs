@@ -579,16 +579,15 @@ fn stop_old(engine: &Engine, old: &Target, j: &mut Journal) -> Result<()> {
     phase(j, "stop the old services", || {
         engine.stop_containers(&running(false))
     })?;
-    if old.profile.postgres.is_some() {
+    // A dump counts the old rows while it dumps (nothing writes any more).
+    if old.profile.postgres.is_some() && j.strategy == Strategy::Copy {
         if let Some(server) = old.running_postgres(engine)? {
             let counts = phase(j, "count rows (old)", || server.row_counts(engine))?;
             j.row_counts = Some(counts);
         }
-        if j.strategy == Strategy::Copy {
-            phase(j, "stop the old Postgres", || {
-                engine.stop_containers(&running(true))
-            })?;
-        }
+        phase(j, "stop the old Postgres", || {
+            engine.stop_containers(&running(true))
+        })?;
     }
     Ok(())
 }
@@ -663,6 +662,17 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
         ..
     } = *cx;
     let new = Target::load(site, instance::load(site, &j.new)?)?;
+    // Pages the running server has only in memory (a dump of the safety
+    // snapshot sets hint bits on every page it reads) would be written by
+    // its shutdown checkpoint, in the downtime, and make whole relation
+    // files count as changed. A checkpoint now writes them before the copy.
+    if j.strategy == Strategy::Copy {
+        if let Some(server) = old.running_postgres(engine)? {
+            if let Err(e) = server.query(engine, "CHECKPOINT") {
+                tracing::warn!("CHECKPOINT before the pre-copy failed ({e:#}); the downtime's copy may be longer");
+            }
+        }
+    }
     // Whole seconds at or before now; a write in the same tick of the
     // kernel's coarse clock as this moment could carry a ctime that is not
     // newer, so the copy starts a few ticks later.
@@ -753,6 +763,7 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         instance::prepare_project(site, lock, engine, compose, &new.rec)?;
     }
     j.migrate_attempted = true;
+    j.new_row_counts = None;
     save(site, j)?;
     let since = if redo { None } else { j.precopy_since };
     if let (Strategy::Dump, Some(_), Some(_)) =
@@ -790,16 +801,26 @@ fn migrate_by_dump(
         None => new.start_postgres_alone(cx, opts.timeout)?,
     };
     dst.wait_ready(engine, opts.timeout)?;
-    phase(j, "pg_dump | pg_restore", || {
-        pipe(
-            |w| copy_exec(src.dump_globals(engine)?, w),
-            |mut r| dst.restore_globals(engine, &mut r),
-        )?;
-        pipe(
-            |w| copy_exec(src.dump(engine)?, w),
-            |mut r| dst.restore(engine, &mut r),
-        )
-    })?;
+    // The app is stopped, so the old rows can be counted while they are dumped.
+    let old_counts = phase(
+        j,
+        "pg_dump piped into pg_restore ∥ count rows (old)",
+        || {
+            std::thread::scope(|s| {
+                let counter = s.spawn(|| src.row_counts(engine));
+                pipe(
+                    |w| copy_exec(src.dump_globals(engine)?, w),
+                    |mut r| dst.restore_globals(engine, &mut r),
+                )?;
+                pipe(
+                    |w| copy_exec(src.dump(engine)?, w),
+                    |mut r| dst.restore(engine, &mut r),
+                )?;
+                counter.join().expect("row counting thread panicked")
+            })
+        },
+    )?;
+    j.row_counts = Some(old_counts);
     let pg_ids: Vec<String> = vec![src.container.clone()];
     let strategy = j.strategy;
     let counts = phase(
