@@ -333,16 +333,8 @@ fn restore_postgres(
             server.restore_globals(engine, &mut r)
         })?;
     }
-    // The server is new: load it without WAL (all or nothing; a failed load
-    // is redone from scratch), then give it back its release's settings.
-    server.alter_system(engine, postgres::BULK_LOAD_RESTART_SETTINGS)?;
-    server.restart(engine, timeout)?;
     let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
-    with_item(repo, snapshot, dump, |mut r| {
-        server.restore_bulk(engine, &mut r)
-    })?;
-    server.reset_system(engine, postgres::BULK_LOAD_RESTART_SETTINGS)?;
-    server.restart(engine, timeout)?;
+    with_item(repo, snapshot, dump, |mut r| server.restore(engine, &mut r))?;
     let counts = server.row_counts(engine)?;
     verify_counts(&pg.row_counts, &counts)
 }
