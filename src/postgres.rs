@@ -10,7 +10,7 @@ use std::io::Read;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::docker::{Engine, ExecReader, ExecSpec};
+use crate::docker::{Engine, ExecReader, ExecSession, ExecSpec};
 use crate::profile::PostgresProfile;
 
 /// A running Postgres server and how to log in to it.
@@ -62,20 +62,9 @@ impl Server {
         ])
     }
 
-    /// Runs one SQL statement and returns psql's unaligned, tuples-only output.
+    /// Runs SQL and returns what it printed (rows only, tab-separated).
     pub fn query(&self, engine: &Engine, sql: &str) -> Result<String> {
-        let spec = self.spec(&[
-            "psql",
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tA",
-            "-F",
-            "\t",
-            "-f",
-            "-",
-        ]);
-        let out = engine.exec(&spec, Some(&mut sql.as_bytes()))?;
+        let out = engine.exec(&self.spec(PSQL), Some(&mut sql.as_bytes()))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -109,26 +98,47 @@ impl Server {
 
     /// Exact row counts of every user table of the database.
     pub fn row_counts(&self, engine: &Engine) -> Result<RowCounts> {
-        let sql = "SELECT format('%I.%I', table_schema, table_name), \
-            (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
-            table_schema, table_name), false, true, '')))[1]::text \
-            FROM information_schema.tables \
-            WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') \
-            ORDER BY 1";
-        let out = self.query(engine, sql)?;
-        let mut counts = RowCounts::new();
-        for line in out.lines().filter(|l| !l.is_empty()) {
-            let (table, n) = line
-                .split_once('\t')
-                .context("unexpected row count output")?;
-            counts.insert(table.to_string(), n.trim().parse().context("row count")?);
-        }
-        Ok(counts)
+        parse_row_counts(&self.query(engine, ROW_COUNTS_SQL)?)
     }
 
-    /// `pg_dump -Fc` of the database, streamed (consistent via MVCC, no downtime).
-    pub fn dump<'e>(&self, engine: &'e Engine) -> Result<ExecReader<'e>> {
-        engine.exec_reader(&self.spec(&["pg_dump", "-Fc", "--no-password"]))
+    /// A psql session that stays open between statements (one transaction
+    /// can span several of them).
+    pub fn session<'e>(&self, engine: &'e Engine) -> Result<Session<'e>> {
+        Ok(Session {
+            exec: engine.exec_session(&self.spec(PSQL))?,
+            answers: 0,
+        })
+    }
+
+    /// `pg_dump -Fc` of the database into `consume`, with the row counts of
+    /// the very MVCC snapshot the dump reads, counted while it dumps: exact
+    /// for what the dump holds even while the app keeps writing.
+    pub fn dump_counted<T>(
+        &self,
+        engine: &Engine,
+        consume: impl FnOnce(ExecReader<'_>) -> Result<T>,
+    ) -> Result<(T, RowCounts)> {
+        let mut session = self.session(engine)?;
+        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;")?;
+        let snapshot = session.query("SELECT pg_export_snapshot();")?;
+        let dump = engine.exec_reader(&self.spec(&[
+            "pg_dump",
+            "-Fc",
+            "--no-password",
+            &format!("--snapshot={snapshot}"),
+        ]))?;
+        let (consumed, counted) = std::thread::scope(|s| {
+            let counter = s.spawn(|| session.row_counts());
+            let consumed = consume(dump);
+            (
+                consumed,
+                counter.join().expect("row counting thread panicked"),
+            )
+        });
+        // The transaction that exported the snapshot ends only now: pg_dump
+        // must have imported it before.
+        session.finish()?;
+        Ok((consumed?, counted?))
     }
 
     /// Roles and other cluster-wide objects (`pg_dumpall --globals-only`).
@@ -164,6 +174,68 @@ impl Server {
             .exec(&spec, Some(dump))
             .context("pg_restore failed; the target database may be partly restored")?;
         Ok(())
+    }
+}
+
+/// psql reading SQL from stdin: no psqlrc, stop at the first error, rows
+/// only (no headers, footers or command tags), unaligned, tab-separated.
+const PSQL: &[&str] = &[
+    "psql",
+    "-X",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-tA",
+    "-F",
+    "\t",
+    "-f",
+    "-",
+];
+
+/// Every user table with its exact row count, one `schema.table<TAB>n` line each.
+const ROW_COUNTS_SQL: &str = "SELECT format('%I.%I', table_schema, table_name), \
+    (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
+    table_schema, table_name), false, true, '')))[1]::text \
+    FROM information_schema.tables \
+    WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') \
+    ORDER BY 1;";
+
+fn parse_row_counts(out: &str) -> Result<RowCounts> {
+    let mut counts = RowCounts::new();
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        let (table, n) = line
+            .split_once('\t')
+            .context("unexpected row count output")?;
+        counts.insert(table.to_string(), n.trim().parse().context("row count")?);
+    }
+    Ok(counts)
+}
+
+/// An open psql session: statements are sent one at a time and their
+/// output read back, so a transaction can stay open across them.
+pub struct Session<'e> {
+    exec: ExecSession<'e>,
+    answers: u64,
+}
+
+impl Session<'_> {
+    /// Runs SQL (complete statements, ending with `;`) and returns what it printed.
+    pub fn query(&mut self, sql: &str) -> Result<String> {
+        debug_assert!(sql.trim_end().ends_with(';'), "unterminated SQL: {sql}");
+        self.answers += 1;
+        let marker = format!("-- upkeep answer {} --", self.answers);
+        self.exec
+            .send(format!("{sql}\n\\echo '{marker}'\n").as_bytes())?;
+        Ok(self.exec.read_until(&marker)?.trim().to_string())
+    }
+
+    pub fn row_counts(&mut self) -> Result<RowCounts> {
+        parse_row_counts(&self.query(ROW_COUNTS_SQL)?)
+    }
+
+    /// Ends the session (an open transaction is rolled back).
+    pub fn finish(self) -> Result<()> {
+        self.exec.finish()
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Engine;
 
@@ -65,6 +65,19 @@ pub struct ExecReader<'e> {
     done: bool,
 }
 
+/// A command whose stdin and stdout stay open for a conversation: lines are
+/// sent and answers read back while it runs (a psql session holding a
+/// transaction).
+pub struct ExecSession<'e> {
+    engine: &'e Engine,
+    exec_id: String,
+    what: String,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    output: OutputStream,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
 impl Engine {
     fn start_exec(&self, spec: &ExecSpec, stdin: bool) -> Result<(String, StartExecResults)> {
         let opts = CreateExecOptions {
@@ -116,6 +129,23 @@ impl Engine {
             pending: bytes::Bytes::new(),
             stderr: Vec::new(),
             done: false,
+        })
+    }
+
+    /// Starts `spec` with stdin attached, for a conversation.
+    pub fn exec_session(&self, spec: &ExecSpec) -> Result<ExecSession<'_>> {
+        let (exec_id, started) = self.start_exec(spec, true)?;
+        let StartExecResults::Attached { output, input } = started else {
+            bail!("the engine detached `{}`", spec.describe());
+        };
+        Ok(ExecSession {
+            engine: self,
+            exec_id,
+            what: spec.describe(),
+            input,
+            output,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         })
     }
 
@@ -224,5 +254,76 @@ impl Read for ExecReader<'_> {
         buf[..n].copy_from_slice(&self.pending[..n]);
         self.pending = self.pending.slice(n..);
         Ok(n)
+    }
+}
+
+impl ExecSession<'_> {
+    /// Writes `bytes` to the command's stdin.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let input = &mut self.input;
+        self.engine
+            .block_on(async {
+                input.write_all(bytes).await?;
+                input.flush().await
+            })
+            .with_context(|| format!("sending input to `{}`", self.what))
+    }
+
+    /// What the command prints up to a line equal to `marker` (which is
+    /// consumed). The command ending first is an error with its stderr.
+    pub fn read_until(&mut self, marker: &str) -> Result<String> {
+        let end = format!("{marker}\n");
+        loop {
+            let found =
+                self.stdout.windows(end.len()).enumerate().find(|(i, w)| {
+                    *w == end.as_bytes() && (*i == 0 || self.stdout[i - 1] == b'\n')
+                });
+            if let Some((at, _)) = found {
+                let text = String::from_utf8_lossy(&self.stdout[..at]).into_owned();
+                self.stdout.drain(..at + end.len());
+                return Ok(text);
+            }
+            let handle = self.engine.rt.handle().clone();
+            match handle.block_on(self.output.next()) {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    self.stdout.extend_from_slice(&message)
+                }
+                Some(Ok(LogOutput::StdErr { message })) => self.stderr.extend_from_slice(&message),
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    let code = self.engine.exit_code(&self.exec_id)?;
+                    bail!(
+                        "`{}` ended (exit {code}) before answering: {}",
+                        self.what,
+                        String::from_utf8_lossy(&self.stderr).trim()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends the command's input, waits for it to exit and checks its status.
+    pub fn finish(mut self) -> Result<()> {
+        let (input, output) = (&mut self.input, &mut self.output);
+        let stderr = &mut self.stderr;
+        self.engine.block_on(async {
+            input.shutdown().await.ok();
+            while let Some(item) = output.next().await {
+                if let LogOutput::StdErr { message } = item? {
+                    stderr.extend_from_slice(&message);
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        let code = self.engine.exit_code(&self.exec_id)?;
+        if code != 0 {
+            bail!(
+                "`{}` failed (exit {code}): {}",
+                self.what,
+                String::from_utf8_lossy(&self.stderr).trim()
+            );
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ mod volume_data;
 mod volumes;
 
 pub use containers::ContainerInfo;
-pub use exec::{ExecOutput, ExecReader, ExecSpec};
+pub use exec::{ExecOutput, ExecReader, ExecSession, ExecSpec};
 pub use stream::StreamReader;
 pub use volume_data::VolumeArchive;
 pub use volumes::VolumeInfo;

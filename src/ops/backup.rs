@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
-use crate::postgres::{RowCounts, Server};
+use crate::postgres::Server;
 use crate::release;
 use crate::repo::{Repository, SnapshotInfo, SnapshotMeta, SnapshotWriter};
 use crate::site::{now_rfc3339, Site};
@@ -280,7 +280,6 @@ fn capture_postgres(
     };
     let server = Server::from_container(engine, container, pg)?;
     let facts = server.facts(engine)?;
-    let counts_before = server.row_counts(engine)?;
     let globals = add(
         writer,
         snapshot::GLOBALS_STREAM.into(),
@@ -288,23 +287,10 @@ fn capture_postgres(
         None,
         server.dump_globals(engine)?,
     )?;
-    let dump = add(
-        writer,
-        snapshot::dump_stream(&server.database),
-        ItemKind::PostgresDump,
-        None,
-        server.dump(engine)?,
-    )?;
-    // The dump is consistent (one MVCC snapshot) but the app may write
-    // meanwhile: only counts that did not move are what the dump holds.
-    let (row_counts, changed_during_backup) =
-        stable_counts(counts_before, server.row_counts(engine)?);
-    if !changed_during_backup.is_empty() {
-        tracing::info!(
-            "tables written to during the dump (their row counts are not verified on restore): {}",
-            changed_during_backup.join(", ")
-        );
-    }
+    let stream = snapshot::dump_stream(&server.database);
+    let (dump, row_counts) = server.dump_counted(engine, |dump| {
+        add(writer, stream, ItemKind::PostgresDump, None, dump)
+    })?;
     let item = PostgresItem {
         service: pg.service.clone(),
         major: facts.major,
@@ -318,7 +304,7 @@ fn capture_postgres(
         }
         .into(),
         row_counts,
-        changed_during_backup,
+        changed_during_backup: Vec::new(),
     };
     Ok((Some(item), vec![globals, dump]))
 }
@@ -362,26 +348,6 @@ fn copy_volumes(
     Ok(items)
 }
 
-/// Splits row counts taken before and after a dump into the tables whose
-/// count held (exact for the dump) and the names of those that changed.
-fn stable_counts(before: RowCounts, after: RowCounts) -> (RowCounts, Vec<String>) {
-    let mut stable = RowCounts::new();
-    let mut changed = Vec::new();
-    for (table, n) in before {
-        if after.get(&table) == Some(&n) {
-            stable.insert(table, n);
-        } else {
-            changed.push(table);
-        }
-    }
-    let appeared: Vec<String> = after
-        .into_keys()
-        .filter(|t| !stable.contains_key(t) && !changed.contains(t))
-        .collect();
-    changed.extend(appeared);
-    (stable, changed)
-}
-
 /// The major version in a Postgres data volume's `PG_VERSION` (read alone,
 /// not the whole volume).
 pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result<u32> {
@@ -396,18 +362,4 @@ pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result
     text.trim()
         .parse()
         .with_context(|| format!("PG_VERSION in {volume} says `{}`", text.trim()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_counts_that_held_during_the_dump_are_kept() {
-        let before: RowCounts = [("a".to_string(), 1), ("b".into(), 5), ("gone".into(), 2)].into();
-        let after: RowCounts = [("a".to_string(), 1), ("b".into(), 6), ("new".into(), 1)].into();
-        let (stable, changed) = stable_counts(before, after);
-        assert_eq!(stable, [("a".to_string(), 1)].into());
-        assert_eq!(changed, ["b", "gone", "new"]);
-    }
 }

@@ -801,23 +801,18 @@ fn migrate_by_dump(
         None => new.start_postgres_alone(cx, opts.timeout)?,
     };
     dst.wait_ready(engine, opts.timeout)?;
-    // The app is stopped, so the old rows can be counted while they are dumped.
     let old_counts = phase(
         j,
         "pg_dump piped into pg_restore ∥ count rows (old)",
         || {
-            std::thread::scope(|s| {
-                let counter = s.spawn(|| src.row_counts(engine));
-                pipe(
-                    |w| copy_exec(src.dump_globals(engine)?, w),
-                    |mut r| dst.restore_globals(engine, &mut r),
-                )?;
-                pipe(
-                    |w| copy_exec(src.dump(engine)?, w),
-                    |mut r| dst.restore(engine, &mut r),
-                )?;
-                counter.join().expect("row counting thread panicked")
-            })
+            pipe(
+                |w| copy_exec(src.dump_globals(engine)?, w),
+                |mut r| dst.restore_globals(engine, &mut r),
+            )?;
+            let (_, counts) = src.dump_counted(engine, |dump| {
+                pipe(|w| copy_exec(dump, w), |mut r| dst.restore(engine, &mut r))
+            })?;
+            Ok(counts)
         },
     )?;
     j.row_counts = Some(old_counts);
