@@ -429,10 +429,18 @@ fn reassign_taken_ports(site: &Site, rec: &mut InstanceRecord) -> Result<()> {
 }
 
 /// Creates the instance's containers and networks without starting them
-/// (`compose up --no-start`), so starting later is one API call per container.
-pub fn create_containers(site: &Site, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+/// (`compose up --no-start`): of `services` and their dependencies, or all
+/// when empty; starting later is one API call per container.
+pub fn create_containers(
+    site: &Site,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    services: &[&str],
+) -> Result<()> {
     rec.write_effective(site)?;
-    compose.run(&rec.project(site), &["up", "--no-start"])
+    let mut args = vec!["up", "--no-start"];
+    args.extend_from_slice(services);
+    compose.run(&rec.project(site), &args)
 }
 
 /// What a service waits for before it starts (compose's `depends_on`).
@@ -500,7 +508,8 @@ fn start_order(deps: &BTreeMap<String, Vec<(String, Condition)>>) -> Result<Vec<
 }
 
 /// Starts the containers `create_containers` made, through the API in
-/// `depends_on` order, and returns once every one is ready. A service that
+/// `depends_on` order, and returns once every one is ready: all of them, or
+/// only `services` (when not empty) and what they depend on. A service that
 /// waits for another to be healthy starts as soon as that one's own health
 /// check command succeeds, run here every 100 ms, rather than when Docker
 /// next runs it (its `interval` after start: a second in the sample
@@ -511,33 +520,39 @@ pub fn start_created(
     engine: &Engine,
     compose: &Compose,
     rec: &InstanceRecord,
+    services: &[&str],
     timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let deps = dependencies(site, &rec.name)?;
-    let containers = engine.project_containers(&rec.name)?;
+    let wanted = with_dependencies(&deps, services);
+    let containers: Vec<ContainerInfo> = engine
+        .project_containers(&rec.name)?
+        .into_iter()
+        .filter(|c| wanted.contains(&c.service))
+        .collect();
     let of = |svc: &str| -> Vec<&ContainerInfo> {
         containers.iter().filter(|c| c.service == svc).collect()
     };
-    let missing: Vec<&String> = deps.keys().filter(|s| of(s).is_empty()).collect();
+    let missing: Vec<&String> = wanted.iter().filter(|s| of(s).is_empty()).collect();
     if !missing.is_empty() {
         tracing::warn!(
             "no containers yet for {missing:?}; starting {} with compose",
             rec.name
         );
-        start(site, engine, compose, rec, &[], timeout)?;
+        start(site, engine, compose, rec, services, timeout)?;
         return Ok(());
     }
-    for svc in start_order(&deps)? {
-        for (dep, cond) in &deps[&svc] {
+    for svc in start_order(&deps)?.iter().filter(|s| wanted.contains(*s)) {
+        for (dep, cond) in &deps[svc] {
             for c in of(dep) {
                 wait_condition(engine, c, *cond, deadline)?;
             }
         }
-        for c in of(&svc) {
+        for c in of(svc) {
             if let Err(e) = engine.start_container(&c.id) {
                 if format!("{e:#}").contains("port is already allocated") {
-                    start(site, engine, compose, rec, &[], timeout)?;
+                    start(site, engine, compose, rec, services, timeout)?;
                     return Ok(());
                 }
                 return Err(e);
@@ -548,6 +563,26 @@ pub fn start_created(
         wait_condition(engine, c, Condition::Healthy, deadline)?;
     }
     Ok(())
+}
+
+/// `services` and everything they depend on, directly or not; every
+/// service when `services` is empty.
+fn with_dependencies(
+    deps: &BTreeMap<String, Vec<(String, Condition)>>,
+    services: &[&str],
+) -> BTreeSet<String> {
+    if services.is_empty() {
+        return deps.keys().cloned().collect();
+    }
+    let mut wanted = BTreeSet::new();
+    let mut todo: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    while let Some(svc) = todo.pop() {
+        let Some(d) = deps.get(&svc) else { continue };
+        if wanted.insert(svc) {
+            todo.extend(d.iter().map(|(dep, _)| dep.clone()));
+        }
+    }
+    wanted
 }
 
 /// Waits until container `c` meets `cond`; "healthy" without a health
@@ -787,6 +822,36 @@ mod tests {
             overall_state(&[c("running", None, 0), c("exited", None, 0)]),
             "running"
         );
+    }
+
+    #[test]
+    fn a_subset_of_services_brings_its_dependencies_along() {
+        let deps: BTreeMap<String, Vec<(String, Condition)>> = [
+            ("db".to_string(), vec![]),
+            ("cache".into(), vec![]),
+            ("api".into(), vec![("db".into(), Condition::Healthy)]),
+            ("web".into(), vec![("api".into(), Condition::Started)]),
+            // a dependency the file does not define is not a service to start
+            (
+                "cron".into(),
+                vec![("elsewhere".into(), Condition::Started)],
+            ),
+        ]
+        .into();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(with_dependencies(&deps, &["db"]), names(&["db"]));
+        assert_eq!(
+            with_dependencies(&deps, &["web"]),
+            names(&["api", "db", "web"])
+        );
+        assert_eq!(with_dependencies(&deps, &["cron"]), names(&["cron"]));
+        assert_eq!(with_dependencies(&deps, &[]).len(), 5);
+        let cycle: BTreeMap<String, Vec<(String, Condition)>> = [
+            ("a".to_string(), vec![("b".into(), Condition::Started)]),
+            ("b".into(), vec![("a".into(), Condition::Started)]),
+        ]
+        .into();
+        assert_eq!(with_dependencies(&cycle, &["a"]), names(&["a", "b"]));
     }
 
     #[test]

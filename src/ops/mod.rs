@@ -82,14 +82,17 @@ impl Target {
             .transpose()
     }
 
-    /// Starts only the Postgres service and waits until it answers queries.
+    /// Creates the instance's containers (none started) and starts only the
+    /// Postgres service, through the engine; waits until it answers queries.
+    /// The rest can then start with `instance::start_created`.
     pub fn start_postgres_alone(&self, cx: &Ctx, timeout: std::time::Duration) -> Result<Server> {
         let pg = self
             .profile
             .postgres
             .as_ref()
             .context("the release has no Postgres service")?;
-        crate::instance::start(
+        crate::instance::create_containers(cx.site, cx.compose, &self.rec, &[&pg.service])?;
+        crate::instance::start_created(
             cx.site,
             cx.engine,
             cx.compose,

@@ -253,7 +253,9 @@ pub fn restore(
         .as_ref()
         .map(|p| p.changed_during_backup.clone())
         .unwrap_or_default();
-    let status = instance::start(site, engine, compose, &rec, &[], opts.timeout)?;
+    instance::create_containers(site, compose, &rec, &[])?;
+    instance::start_created(site, engine, compose, &rec, &[], opts.timeout)?;
+    let status = instance::wait_ready(site, engine, &rec, opts.timeout)?;
     std::fs::remove_file(journal_path(site, &rec.name)).ok();
     Ok(RestoreReport {
         snapshot: id,

@@ -680,7 +680,7 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     std::thread::sleep(Duration::from_millis(50));
     copy_volumes(engine, old, &new, j.strategy, None)?;
     j.precopy_since = Some(since);
-    instance::create_containers(site, compose, &new.rec)
+    instance::create_containers(site, compose, &new.rec, &[])
 }
 
 /// Volumes copied as files (key, old volume, new volume): all but the
@@ -855,7 +855,8 @@ fn start_new(cx: &Ctx, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
         std::thread::scope(|s| {
             let counter =
                 count.then(|| s.spawn(|| count_rows_once_up(engine, &new, &gave_up, opts.timeout)));
-            let started = instance::start_created(site, engine, compose, &new.rec, opts.timeout);
+            let started =
+                instance::start_created(site, engine, compose, &new.rec, &[], opts.timeout);
             if started.is_err() {
                 gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
             }
