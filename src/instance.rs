@@ -373,7 +373,7 @@ pub fn prepare_project(
     rec.write_effective(site)?;
     compose.validate(&rec.project(site))?;
     for (key, volume) in &rec.volumes {
-        engine.ensure_compose_volume(volume, &rec.name, key, compose.label_version())?;
+        engine.ensure_compose_volume(volume, &rec.name, key, compose.label_version()?)?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ impl<'s> Session<'s> {
     pub(crate) fn open(site: &'s Site, command: &str) -> Result<Session<'s>> {
         let lock = site.lock(command)?;
         let engine = Engine::connect()?;
-        let compose = Compose::detect()?;
+        let compose = Compose::lazy();
         services::recover(site, &engine, &compose)?;
         Ok(Session {
             site,

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComposeFlavor {
@@ -15,10 +16,17 @@ pub enum ComposeFlavor {
     V1,
 }
 
-#[derive(Debug, Clone)]
+/// The compose CLI, found on first use: commands that never run compose
+/// (most backups) do not pay for starting it to ask its version.
+#[derive(Debug, Default)]
 pub struct Compose {
-    pub flavor: ComposeFlavor,
-    pub version: String,
+    found: OnceLock<Result<Found, String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Found {
+    flavor: ComposeFlavor,
+    version: String,
 }
 
 /// Where and as what one compose project runs.
@@ -31,45 +39,33 @@ pub struct Project {
 }
 
 impl Compose {
-    /// Finds a working compose: `UPKEEP_COMPOSE=v1|v2` forces one.
-    pub fn detect() -> Result<Compose> {
-        let forced = std::env::var("UPKEEP_COMPOSE").ok();
-        let order: &[ComposeFlavor] = match forced.as_deref() {
-            Some("v1") => &[ComposeFlavor::V1],
-            Some("v2") => &[ComposeFlavor::V2],
-            _ => &[ComposeFlavor::V2, ComposeFlavor::V1],
-        };
-        for &flavor in order {
-            let mut cmd = base_command(flavor);
-            cmd.args(["version", "--short"]);
-            if let Ok(out) = cmd.stderr(Stdio::null()).output() {
-                if out.status.success() {
-                    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    return Ok(Compose { flavor, version });
-                }
-            }
-        }
-        bail!(
-            "neither `docker compose` (v2) nor `docker-compose` (v1) works here: install the \
-             Docker Compose plugin (package docker-compose-plugin) or docker-compose"
-        )
+    /// Compose, to be found when first used.
+    pub fn lazy() -> Compose {
+        Compose::default()
+    }
+
+    fn found(&self) -> Result<&Found> {
+        self.found
+            .get_or_init(|| find().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
     }
 
     /// A compose command for `project`, ready for its subcommand.
-    pub fn command(&self, project: &Project) -> Command {
-        let mut cmd = base_command(self.flavor);
+    pub fn command(&self, project: &Project) -> Result<Command> {
+        let mut cmd = base_command(self.found()?.flavor);
         cmd.arg("--project-directory")
             .arg(&project.directory)
             .arg("-p")
             .arg(&project.name)
             .arg("-f")
             .arg(&project.file);
-        cmd
+        Ok(cmd)
     }
 
     /// Runs `args` for `project`, letting compose print its own progress.
     pub fn run(&self, project: &Project, args: &[&str]) -> Result<()> {
-        let mut cmd = self.command(project);
+        let mut cmd = self.command(project)?;
         cmd.args(args).stdin(Stdio::null());
         tracing::debug!("running {cmd:?}");
         let out = cmd
@@ -94,16 +90,41 @@ impl Compose {
     }
 
     /// The `com.docker.compose.version` label compose puts on what it creates.
-    pub fn label_version(&self) -> &str {
-        self.version.trim_start_matches('v')
+    pub fn label_version(&self) -> Result<&str> {
+        Ok(self.found()?.version.trim_start_matches('v'))
     }
 
-    pub fn describe(&self) -> String {
-        match self.flavor {
-            ComposeFlavor::V2 => format!("docker compose {}", self.version),
-            ComposeFlavor::V1 => format!("docker-compose {}", self.version),
+    pub fn describe(&self) -> Result<String> {
+        let found = self.found()?;
+        Ok(match found.flavor {
+            ComposeFlavor::V2 => format!("docker compose {}", found.version),
+            ComposeFlavor::V1 => format!("docker-compose {}", found.version),
+        })
+    }
+}
+
+/// Finds a working compose: `UPKEEP_COMPOSE=v1|v2` forces one.
+fn find() -> Result<Found> {
+    let forced = std::env::var("UPKEEP_COMPOSE").ok();
+    let order: &[ComposeFlavor] = match forced.as_deref() {
+        Some("v1") => &[ComposeFlavor::V1],
+        Some("v2") => &[ComposeFlavor::V2],
+        _ => &[ComposeFlavor::V2, ComposeFlavor::V1],
+    };
+    for &flavor in order {
+        let mut cmd = base_command(flavor);
+        cmd.args(["version", "--short"]);
+        if let Ok(out) = cmd.stderr(Stdio::null()).output() {
+            if out.status.success() {
+                let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                return Ok(Found { flavor, version });
+            }
         }
     }
+    bail!(
+        "neither `docker compose` (v2) nor `docker-compose` (v1) works here: install the \
+         Docker Compose plugin (package docker-compose-plugin) or docker-compose"
+    )
 }
 
 fn base_command(flavor: ComposeFlavor) -> Command {
