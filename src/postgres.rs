@@ -113,6 +113,12 @@ impl Server {
     /// `pg_dump -Fc` of the database into `consume`, with the row counts of
     /// the very MVCC snapshot the dump reads, counted while it dumps: exact
     /// for what the dump holds even while the app keeps writing.
+    ///
+    /// zlib level 1 rather than pg_dump's default 6: the dump runs on the
+    /// production server, sharing its cores with the app and with the
+    /// volumes' backup, and level 6 takes 1.4–1.8× as long for output 2–4 %
+    /// smaller (docs/BENCHMARKS.md). The repository cannot compress it
+    /// further either way, and an upgrade only passes it through a pipe.
     pub fn dump_counted<T>(
         &self,
         engine: &Engine,
@@ -124,6 +130,7 @@ impl Server {
         let dump = engine.exec_reader(&self.spec(&[
             "pg_dump",
             "-Fc",
+            "-Z1",
             "--no-password",
             &format!("--snapshot={snapshot}"),
         ]))?;
