@@ -23,6 +23,8 @@
 #   BENCH_FULL_MAX=1024    repo: sizes above this run only upkeep, restic, borg (lz4) and
 #                          zstd -T0 (no gzip -9, no borg zstd,3): enough for the RSS claim
 #   BENCH_VOL_MIB=600      backup/upgrade: MiB of files written into the postgres_backups volume
+#   BENCH_ROUNDS=1         backup/upgrade: rounds of every measurement (fresh repository and
+#                          instances each); the report gives medians and each round's value
 #   UPKEEP_FIXTURES        where scripts/fixtures.sh put its bundles (default target/fixtures)
 #   PYTHON=python3         runs bench/gen-data.py
 #
@@ -95,6 +97,9 @@ trap 'exit 130' INT TERM HUP
 
 # ---------------------------------------------------------------- measuring
 declare -A T M C      # wall seconds, peak RSS KiB, CPU seconds (user+system), by key
+declare -A R          # wall seconds of every round, by key ("a b c")
+ROUNDS=${BENCH_ROUNDS:-1}
+ROUND=1
 
 # timed KEY CMD...: runs CMD (redirections of the call apply), records T[KEY], M[KEY], C[KEY].
 timed() {
@@ -109,6 +114,7 @@ timed() {
   read -r rss us ss < <(tail -n1 "$tf" 2>/dev/null) || true
   M[$key]=${rss:-0}
   C[$key]=$(awk -v u="${us:-0}" -v s="${ss:-0}" 'BEGIN{printf "%.1f", u+s}')
+  R[$key]="${R[$key]:+${R[$key]} }${T[$key]}"
   log "  $key: ${T[$key]} s, peak RSS $(mib_k "${M[$key]}") MiB, CPU ${C[$key]} s"
   [[ $rc -eq 0 ]] || die "$key failed (exit $rc): $*"
 }
@@ -127,7 +133,24 @@ ptimed() {
   sleep 0.5; kill "$EV_PID" 2>/dev/null; wait "$EV_PID" 2>/dev/null || true; EV_PID=""
   jq -r -s --arg p "$P" --argjson t0 "$t0" -f "$ROOT/bench/timeline.jq" "$ev" \
     > "$WORK/timeline.$key" 2>"$WORK/timeline.$key.err" || log "no timeline for $key: $(head -c 300 "$WORK/timeline.$key.err")"
-  TIMELINES+=("$key")
+  [[ " ${TIMELINES[*]} " == *" $key "* ]] || TIMELINES+=("$key")
+}
+# After the rounds: every T[key] becomes the median of its rounds.
+settle_medians() {
+  local k
+  for k in "${!R[@]}"; do
+    T[$k]=$(tr ' ' '\n' <<< "${R[$k]}" | sort -g | awk '{v[NR]=$1} END{printf "%.2f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+  done
+}
+# rounds_of KEY: " (rounds: a / b / c)" when there was more than one round.
+rounds_of() { [[ $ROUNDS -gt 1 ]] && printf ' (rounds: %s)' "${R[$1]// / \/ }"; return 0; }
+# ratio_rounds A B: the ratio A/B of every round, " (rounds: x× / y× / z×)".
+ratio_rounds() {
+  [[ $ROUNDS -gt 1 ]] || return 0
+  local -a a b; read -ra a <<< "${R[$1]}"; read -ra b <<< "${R[$2]}"
+  local i out=""
+  for i in "${!a[@]}"; do out+="${out:+ / }$(ratio "${a[$i]}" "${b[$i]}")"; done
+  printf ' (rounds: %s)' "$out"
 }
 timelines_out() {
   [[ ${#TIMELINES[@]} -gt 0 ]] || return 0
@@ -403,71 +426,85 @@ data_line() {
 }
 
 # ================================================================= backup (issue 4)
+# record KEY VALUE: a derived time (a sum of steps) of this round, like timed's.
+record() { T[$1]=$2; R[$1]="${R[$1]:+${R[$1]} }$2"; }
+
+# One round of the backup benchmark, each repository and instance fresh.
+backup_round() {
+  local pg=$1 vol=$2 snap pg2 vol2 repo="$WORK/repo-$ROUND"
+  # --- backup: seed first, then upkeep (the database is in the page cache for both)
+  sh_timed seed_dump "docker exec $pg pg_dump -U $ENVU $ENVDB | gzip -9 > $WORK/dump.sql.gz"
+  sh_timed seed_tar "docker run --rm --name ${P}tar -v $vol:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > $WORK/vol.tar"
+  record seed_b "$(calc "printf \"%.2f\", ${T[seed_dump]} + ${T[seed_tar]}")"
+  ptimed up_backup "$UPKEEP" --site "$SITE" backup "$SRC" --repo "$repo"
+  REPO_AFTER1=$(dsize "$repo")
+  ptimed up_backup_online "$UPKEEP" --site "$SITE" backup "$SRC" --online --repo "$WORK/repo-online"
+  REPO_ONLINE=$(dsize "$WORK/repo-online"); rm -rf "$WORK/repo-online"
+  ptimed up_backup2 "$UPKEEP" --site "$SITE" backup "$SRC" --repo "$repo"
+  REPO_AFTER2=$(dsize "$repo")
+  if [[ $ROUND == 1 ]]; then
+    # diagnostics: what upkeep's Postgres stream costs by itself (pg_dump -Fc compresses
+    # with zlib inside the container, single-threaded), and the same dump uncompressed
+    sh_timed diag_fc "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | wc -c > $WORK/fc.size"
+    sh_timed diag_fc0 "docker exec -u postgres $pg pg_dump -Fc -Z0 -U $ENVU $ENVDB | wc -c > $WORK/fc0.size"
+    sh_timed diag_fc1 "docker exec -u postgres $pg pg_dump -Fc -Z1 -U $ENVU $ENVDB | wc -c > $WORK/fc1.size"
+  fi
+  snap=$(up snapshots --repo "$repo" --json | jq -r '(if type=="array" then . else .snapshots end) | map(select(.tags | index("instance='"$SRC"'"))) | .[0].id')
+  [[ -n $snap && $snap != null ]] || die "no snapshot of $SRC"
+  DUMP_SZ=$(stat -c %s "$WORK/dump.sql.gz"); TAR_SZ=$(stat -c %s "$WORK/vol.tar")
+
+  # --- restore: the seed's way into a fresh instance, then upkeep restore
+  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}seed$ROUND"
+  pg2=$(pg_of "${P}seed$ROUND"); vol2=$(vol_of "${P}seed$ROUND" postgres_backups)
+  sh_timed seed_psql "gunzip -c $WORK/dump.sql.gz | docker exec -i $pg2 psql -X -q -U $ENVU $ENVDB > $WORK/psql.log 2>&1"
+  sh_timed seed_untar "docker run --rm -i --name ${P}untar -v $vol2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
+  local seed_rows; seed_rows=$(accounts "$pg2")
+  [[ $seed_rows == "$ROWS" ]] || log "WARNING: seed restore has $seed_rows accounts, expected $ROWS"
+  remove_instance "${P}seed$ROUND"
+  rm -f "$WORK/dump.sql.gz" "$WORK/vol.tar"
+  ptimed up_restore "$UPKEEP" --site "$SITE" restore "$snap" --into v1.0.0 --as "${P}rst$ROUND" --repo "$repo"
+  local up_rows; up_rows=$(accounts "$(pg_of "${P}rst$ROUND")")
+  [[ $up_rows == "$ROWS" ]] || die "upkeep restore has $up_rows accounts, expected $ROWS"
+  remove_instance "${P}rst$ROUND"
+  [[ $ROUND == "$ROUNDS" ]] || rm -rf "$repo"
+  record seed_r "$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")"
+  record seed_r_noup "$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")"
+}
+
 bench_backup() {
-  local pg vol snap pg2 vol2
+  local pg vol
   pg=$(pg_of "$SRC"); vol=$(vol_of "$SRC" postgres_backups)
   out ""
   out "# Backup and restore benchmark (issue 4)"
   [[ -n ${MACHINE_DONE:-} ]] || { machine; MACHINE_DONE=1; }
   data_line
   out "- The seed page's commands (reference/update-backup-migrate.md): \`docker exec PG pg_dump -U $ENVU $ENVDB | gzip -9 > dump.sql.gz\` and the volume as a tar (\`docker run --rm -v VOL:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > vol.tar\`); restore: a fresh instance (\`upkeep up v1.0.0 --as NEW\`, empty database), \`gunzip -c dump.sql.gz | docker exec -i NEWPG psql -U $ENVU $ENVDB\` and the tar back into the new volume."
-
-  # --- backup: seed first, then upkeep (the database is in the page cache for both)
-  sh_timed seed_dump "docker exec $pg pg_dump -U $ENVU $ENVDB | gzip -9 > $WORK/dump.sql.gz"
-  sh_timed seed_tar "docker run --rm --name ${P}tar -v $vol:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > $WORK/vol.tar"
-  ptimed up_backup "$UPKEEP" --site "$SITE" backup "$SRC"
-  local repo_after1 repo_after2 repo_online
-  repo_after1=$(dsize "$SITE/backups")
-  ptimed up_backup_online "$UPKEEP" --site "$SITE" backup "$SRC" --online --repo "$WORK/repo-online"
-  repo_online=$(dsize "$WORK/repo-online"); rm -rf "$WORK/repo-online"
-  ptimed up_backup2 "$UPKEEP" --site "$SITE" backup "$SRC"
-  repo_after2=$(dsize "$SITE/backups")
-  # diagnostics: what upkeep's Postgres stream costs by itself (pg_dump -Fc compresses
-  # with zlib inside the container, single-threaded), and the same dump uncompressed
-  sh_timed diag_fc "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | wc -c > $WORK/fc.size"
-  sh_timed diag_fc0 "docker exec -u postgres $pg pg_dump -Fc -Z0 -U $ENVU $ENVDB | wc -c > $WORK/fc0.size"
-  sh_timed diag_fc1 "docker exec -u postgres $pg pg_dump -Fc -Z1 -U $ENVU $ENVDB | wc -c > $WORK/fc1.size"
-  snap=$(up snapshots --json | jq -r '(if type=="array" then . else .snapshots end) | map(select(.tags | index("instance='"$SRC"'"))) | .[0].id')
-  [[ -n $snap && $snap != null ]] || die "no snapshot of $SRC"
-  local seed_b dump_sz tar_sz
-  seed_b=$(calc "printf \"%.2f\", ${T[seed_dump]} + ${T[seed_tar]}")
-  dump_sz=$(stat -c %s "$WORK/dump.sql.gz"); tar_sz=$(stat -c %s "$WORK/vol.tar")
-
-  # --- restore: the seed's way into a fresh instance, then upkeep restore
-  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}seed"
-  pg2=$(pg_of "${P}seed"); vol2=$(vol_of "${P}seed" postgres_backups)
-  sh_timed seed_psql "gunzip -c $WORK/dump.sql.gz | docker exec -i $pg2 psql -X -q -U $ENVU $ENVDB > $WORK/psql.log 2>&1"
-  sh_timed seed_untar "docker run --rm -i --name ${P}untar -v $vol2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
-  local seed_rows; seed_rows=$(accounts "$pg2")
-  [[ $seed_rows == "$ROWS" ]] || log "WARNING: seed restore has $seed_rows accounts, expected $ROWS"
-  remove_instance "${P}seed"
-  rm -f "$WORK/dump.sql.gz" "$WORK/vol.tar"
-  ptimed up_restore "$UPKEEP" --site "$SITE" restore "$snap" --into v1.0.0 --as "${P}rst"
-  local up_rows; up_rows=$(accounts "$(pg_of "${P}rst")")
-  [[ $up_rows == "$ROWS" ]] || die "upkeep restore has $up_rows accounts, expected $ROWS"
-  remove_instance "${P}rst"
-  local seed_r seed_r_noup
-  seed_r=$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")
-  seed_r_noup=$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")
-
+  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds, each on a fresh repository and fresh instances; every time below is the median of the rounds, each round's value in parentheses."
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "backup round $ROUND of $ROUNDS"
+    backup_round "$pg" "$vol"
+  done
+  settle_medians
+  local seed_b=${T[seed_b]} seed_r=${T[seed_r]} seed_r_noup=${T[seed_r_noup]}
+  local dump_sz=$DUMP_SZ tar_sz=$TAR_SZ repo_after1=$REPO_AFTER1 repo_after2=$REPO_AFTER2 repo_online=$REPO_ONLINE
   out ""
   out "| step | seed page: s | upkeep: s | speed-up (seed / upkeep) | upkeep peak RSS MiB |"
   out "| --- | ---: | ---: | ---: | ---: |"
   out "| backup: \`pg_dump \| gzip -9\` ($(mib_b "$dump_sz") MiB) | ${T[seed_dump]} | | | |"
   out "| backup: tar of postgres_backups ($(mib_b "$tar_sz") MiB) | ${T[seed_tar]} | | | |"
-  out "| **backup**: seed total vs \`upkeep backup NAME\` (first backup; the dump and the volume stream side by side; postgres_backups is passive in the Graphistry profiles, so Postgres keeps running) | $seed_b | ${T[up_backup]} | **$(ratio "$seed_b" "${T[up_backup]}")** | $(mib_k "${M[up_backup]}") |"
-  out "| backup: seed total vs \`upkeep backup NAME --online\` (first backup into a fresh repository, nothing stopped) | $seed_b | ${T[up_backup_online]} | $(ratio "$seed_b" "${T[up_backup_online]}") | $(mib_k "${M[up_backup_online]}") |"
-  out "| backup: seed total vs \`upkeep backup NAME\` again, data unchanged (deduplicated; the seed has no such thing) | $seed_b | ${T[up_backup2]} | $(ratio "$seed_b" "${T[up_backup2]}") | $(mib_k "${M[up_backup2]}") |"
+  out "| **backup**: seed total vs \`upkeep backup NAME\` (first backup; the dump and the volume stream side by side; postgres_backups is passive in the Graphistry profiles, so Postgres keeps running) | $seed_b$(rounds_of seed_b) | ${T[up_backup]}$(rounds_of up_backup) | **$(ratio "$seed_b" "${T[up_backup]}")**$(ratio_rounds seed_b up_backup) | $(mib_k "${M[up_backup]}") |"
+  out "| backup: seed total vs \`upkeep backup NAME --online\` (first backup into a fresh repository, nothing stopped) | $seed_b | ${T[up_backup_online]}$(rounds_of up_backup_online) | $(ratio "$seed_b" "${T[up_backup_online]}")$(ratio_rounds seed_b up_backup_online) | $(mib_k "${M[up_backup_online]}") |"
+  out "| backup: seed total vs \`upkeep backup NAME\` again, data unchanged (deduplicated; the seed has no such thing) | $seed_b | ${T[up_backup2]}$(rounds_of up_backup2) | $(ratio "$seed_b" "${T[up_backup2]}")$(ratio_rounds seed_b up_backup2) | $(mib_k "${M[up_backup2]}") |"
   out "| *diagnostic*: \`docker exec pg_dump -Fc\` alone, to a pipe ($(mib_b "$(cat "$WORK/fc.size")") MiB) | | ${T[diag_fc]} | | |"
   out "| *diagnostic*: \`docker exec pg_dump -Fc -Z0\` alone, to a pipe ($(mib_b "$(cat "$WORK/fc0.size")") MiB) | | ${T[diag_fc0]} | | |"
   out "| *diagnostic*: \`docker exec pg_dump -Fc -Z1\` alone, to a pipe ($(mib_b "$(cat "$WORK/fc1.size")") MiB) | | ${T[diag_fc1]} | | |"
   out "| restore: \`upkeep up\` of a fresh v1.0.0 instance | ${T[seed_up]} | | | |"
   out "| restore: \`gunzip \| psql\` | ${T[seed_psql]} | | | |"
   out "| restore: untar into the new volume | ${T[seed_untar]} | | | |"
-  out "| **restore**: seed total vs \`upkeep restore SNAP --into v1.0.0 --as NEW\` (creates and starts the instance, verifies row counts) | $seed_r | ${T[up_restore]} | **$(ratio "$seed_r" "${T[up_restore]}")** | $(mib_k "${M[up_restore]}") |"
+  out "| **restore**: seed total vs \`upkeep restore SNAP --into v1.0.0 --as NEW\` (creates and starts the instance, verifies row counts) | $seed_r$(rounds_of seed_r) | ${T[up_restore]}$(rounds_of up_restore) | **$(ratio "$seed_r" "${T[up_restore]}")**$(ratio_rounds seed_r up_restore) | $(mib_k "${M[up_restore]}") |"
   out "| restore: seed without its \`upkeep up\` (psql + untar only) | $seed_r_noup | ${T[up_restore]} | $(ratio "$seed_r_noup" "${T[up_restore]}") | |"
   out ""
-  out "Stored: the site's repository after the first upkeep backup $(mib_b "$repo_after1") MiB, after the unchanged second $(mib_b "$repo_after2") MiB (+$(pct "$repo_after2" "$repo_after1")); the --online backup's fresh repository $(mib_b "$repo_online") MiB; the seed's files $(mib_b "$((dump_sz + tar_sz))") MiB (dump.sql.gz + vol.tar)."
+  out "Stored (last round): the repository after the first upkeep backup $(mib_b "$repo_after1") MiB, after the unchanged second $(mib_b "$repo_after2") MiB (+$(pct "$repo_after2" "$repo_after1")); the --online backup's fresh repository $(mib_b "$repo_online") MiB; the seed's files $(mib_b "$((dump_sz + tar_sz))") MiB (dump.sql.gz + vol.tar)."
   out ""
   out "Targets: backup ≥ 3× faster than the seed's commands: $(ratio "$seed_b" "${T[up_backup]}") $(verdict "$seed_b >= 3*${T[up_backup]}") (--online: $(ratio "$seed_b" "${T[up_backup_online]}") $(verdict "$seed_b >= 3*${T[up_backup_online]}"); unchanged second backup: $(ratio "$seed_b" "${T[up_backup2]}") $(verdict "$seed_b >= 3*${T[up_backup2]}")); restore ≥ 2× faster: $(ratio "$seed_r" "${T[up_restore]}") $(verdict "$seed_r >= 2*${T[up_restore]}")."
 }
@@ -478,14 +515,11 @@ journal_downtime() { jq -r '.downtime_secs // empty' "$SITE/.upkeep/upgrades/$1.
 journal_phases() {
   jq -r '.phases[]? | "| \(.[0]) | \(.[1] * 100 | round / 100) |"' "$SITE/.upkeep/upgrades/$1.json"
 }
-bench_upgrade() {
+# One round of the upgrade benchmark: raw copy, copy upgrade (rolled back),
+# dump by hand, dump upgrade (rolled back but in the last round). Instance
+# names carry the round, so every round starts from fresh records.
+upgrade_round() {
   local pg
-  out ""
-  out "# Upgrade benchmark (issue 5)"
-  [[ -n ${MACHINE_DONE:-} ]] || { machine; MACHINE_DONE=1; }
-  data_line
-  out "- Downtime of \`upkeep upgrade\`: \`downtime_secs\` of its journal (from stopping the old instance's services to the new one verified: row counts equal)."
-
   # --- raw copy of the volumes, instance stopped
   timed raw_stop "$UPKEEP" --site "$SITE" stop "$SRC"
   local key from n=0 raw=0
@@ -497,56 +531,80 @@ bench_upgrade() {
     docker volume rm -f "${P}raw_$key" >/dev/null
     n=$((n + 1))
   done
+  record raw "$raw"
   timed raw_start "$UPKEEP" --site "$SITE" up v1.0.0 --as "$SRC"
 
   # --- upkeep upgrade v1.0.0 -> v1.1.0 (copy)
-  ptimed upg_copy "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v1.1.0 --as "${P}u11" --yes --strategy copy
-  local dt_copy; dt_copy=$(journal_downtime "$SRC")
-  [[ -n $dt_copy ]] || die "no downtime_secs in the journal of $SRC"
-  local phases_copy; phases_copy=$(journal_phases "$SRC")
-  local rows11; rows11=$(accounts "$(pg_of "${P}u11")")
+  local u11="${P}u11r$ROUND"
+  ptimed upg_copy "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v1.1.0 --as "$u11" --yes --strategy copy
+  local dt; dt=$(journal_downtime "$SRC")
+  [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
+  record dt_copy "$(calc "printf \"%.2f\", $dt")"
+  PHASES_COPY=$(journal_phases "$SRC")
+  local rows11; rows11=$(accounts "$(pg_of "$u11")")
   [[ $rows11 == "$ROWS" ]] || die "upgraded v1.1.0 instance has $rows11 accounts, expected $ROWS"
-  timed rollback "$UPKEEP" --site "$SITE" rollback "${P}u11"
-  remove_instance "${P}u11"
+  timed rollback "$UPKEEP" --site "$SITE" rollback "$u11"
+  remove_instance "$u11"
 
   # --- pg_dump -Fc | pg_restore by hand into a fresh v2.0.0 instance (the old one's app stopped)
-  timed hand_up "$UPKEEP" --site "$SITE" up v2.0.0 --as "${P}hand"
+  local hand="${P}handr$ROUND"
+  timed hand_up "$UPKEEP" --site "$SITE" up v2.0.0 --as "$hand"
   pg=$(pg_of "$SRC")
-  local pgh; pgh=$(pg_of "${P}hand")
+  local pgh; pgh=$(pg_of "$hand")
   docker stop "$(docker ps -q --filter "label=com.docker.compose.project=$SRC" --filter "label=com.docker.compose.service=app")" >/dev/null
   sh_timed hand_dump "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | docker exec -i -u postgres $pgh pg_restore -U $ENVU -d $ENVDB"
   local rowsh; rowsh=$(accounts "$pgh")
   [[ $rowsh == "$ROWS" ]] || log "WARNING: hand restore has $rowsh accounts, expected $ROWS"
-  remove_instance "${P}hand"
+  remove_instance "$hand"
   up up v1.0.0 --as "$SRC" >/dev/null 2>&1   # the app again, for a fair upgrade
 
   # --- upkeep upgrade v1.0.0 -> v2.0.0 (dump)
-  ptimed upg_dump "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "${P}u20" --yes --strategy dump
-  local dt_dump; dt_dump=$(journal_downtime "$SRC")
-  [[ -n $dt_dump ]] || die "no downtime_secs in the journal of $SRC"
-  local phases_dump; phases_dump=$(journal_phases "$SRC")
-  local rows20; rows20=$(accounts "$(pg_of "${P}u20")")
+  local u20="${P}u20r$ROUND"
+  ptimed upg_dump "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "$u20" --yes --strategy dump
+  dt=$(journal_downtime "$SRC")
+  [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
+  record dt_dump "$(calc "printf \"%.2f\", $dt")"
+  PHASES_DUMP=$(journal_phases "$SRC")
+  local rows20; rows20=$(accounts "$(pg_of "$u20")")
   [[ $rows20 == "$ROWS" ]] || die "upgraded v2.0.0 instance has $rows20 accounts, expected $ROWS"
+  if [[ $ROUND != "$ROUNDS" ]]; then
+    up rollback "$u20" >/dev/null 2>&1 || die "rollback of $u20 failed"
+    remove_instance "$u20"
+  fi
+}
 
-  dt_copy=$(calc "printf \"%.2f\", $dt_copy"); dt_dump=$(calc "printf \"%.2f\", $dt_dump")
+bench_upgrade() {
+  out ""
+  out "# Upgrade benchmark (issue 5)"
+  [[ -n ${MACHINE_DONE:-} ]] || { machine; MACHINE_DONE=1; }
+  data_line
+  out "- Downtime of \`upkeep upgrade\`: \`downtime_secs\` of its journal (from stopping the old instance's services to the new one verified: row counts equal)."
+  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds; every time below is the median of the rounds, each round's value in parentheses."
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "upgrade round $ROUND of $ROUNDS"
+    upgrade_round
+  done
+  settle_medians
+  local raw=${T[raw]} dt_copy=${T[dt_copy]} dt_dump=${T[dt_dump]}
+  local phases_copy=$PHASES_COPY phases_dump=$PHASES_DUMP
   out ""
   out "| upgrade | by hand: s | upkeep downtime: s | upkeep / by hand | target | upkeep whole command: s |"
   out "| --- | ---: | ---: | ---: | --- | ---: |"
-  out "| v1.0.0 → v1.1.0, \`--strategy copy\` vs raw \`cp -a\` of both volumes (postgres_data ${T[raw_postgres_data]} s + postgres_backups ${T[raw_postgres_backups]} s), instance stopped | $raw | $dt_copy | **$(ratio "$dt_copy" "$raw")** | ≤ 1.5× $(verdict "$dt_copy <= 1.5*$raw") | ${T[upg_copy]} |"
-  out "| v1.0.0 → v2.0.0 (Postgres 15 → 17), \`--strategy dump\` vs \`pg_dump -Fc \| pg_restore\` by hand | ${T[hand_dump]} | $dt_dump | **$(ratio "$dt_dump" "${T[hand_dump]}")** | ≤ 1.2× $(verdict "$dt_dump <= 1.2*${T[hand_dump]}") | ${T[upg_dump]} |"
+  out "| v1.0.0 → v1.1.0, \`--strategy copy\` vs raw \`cp -a\` of both volumes (postgres_data ${T[raw_postgres_data]} s + postgres_backups ${T[raw_postgres_backups]} s), instance stopped | $raw$(rounds_of raw) | $dt_copy$(rounds_of dt_copy) | **$(ratio "$dt_copy" "$raw")**$(ratio_rounds dt_copy raw) | ≤ 1.5× $(verdict "$dt_copy <= 1.5*$raw") | ${T[upg_copy]} |"
+  out "| v1.0.0 → v2.0.0 (Postgres 15 → 17), \`--strategy dump\` vs \`pg_dump -Fc \| pg_restore\` by hand | ${T[hand_dump]}$(rounds_of hand_dump) | $dt_dump$(rounds_of dt_dump) | **$(ratio "$dt_dump" "${T[hand_dump]}")**$(ratio_rounds dt_dump hand_dump) | ≤ 1.2× $(verdict "$dt_dump <= 1.2*${T[hand_dump]}") | ${T[upg_dump]} |"
   local hand_copy_all hand_dump_all
   hand_copy_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + $raw + ${T[raw_start]}")
   hand_dump_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}")
   out "| *context*: copy by hand including \`upkeep stop\` and \`upkeep up\` of the stopped instance (${T[raw_stop]} + $raw + ${T[raw_start]}) | $hand_copy_all | $dt_copy | $(ratio "$dt_copy" "$hand_copy_all") | – | |"
   out "| *context*: dump by hand including \`upkeep stop\`, \`upkeep up\` of a fresh v2.0.0 instance and the postgres_backups copy (${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}) | $hand_dump_all | $dt_dump | $(ratio "$dt_dump" "$hand_dump_all") | – | |"
   out ""
-  out "Phases of the copy upgrade's downtime, as upkeep recorded them (the last one comes after it):"
+  out "Phases of the copy upgrade's downtime (last round), as upkeep recorded them (the last one comes after it):"
   out ""
   out "| phase | s |"
   out "| --- | ---: |"
   out "$phases_copy"
   out ""
-  out "Phases of the dump upgrade's downtime:"
+  out "Phases of the dump upgrade's downtime (last round):"
   out ""
   out "| phase | s |"
   out "| --- | ---: |"
