@@ -142,6 +142,17 @@ settle_medians() {
     T[$k]=$(tr ' ' '\n' <<< "${R[$k]}" | sort -g | awk '{v[NR]=$1} END{printf "%.2f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
   done
 }
+# run_rounds WHAT FN ARGS...: FN ARGS once per round (fresh repository and instances are
+# FN's business), then every T[key] is the median of its rounds.
+run_rounds() {
+  local what=$1; shift
+  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds, each on a fresh repository and fresh instances; every time below is the median of the rounds, each round's value in parentheses."
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "$what round $ROUND of $ROUNDS"
+    "$@"
+  done
+  settle_medians
+}
 # rounds_of KEY: " (rounds: a / b / c)" when there was more than one round.
 rounds_of() { [[ $ROUNDS -gt 1 ]] && printf ' (rounds: %s)' "${R[$1]// / \/ }"; return 0; }
 # ratio_rounds A B: the ratio A/B of every round, " (rounds: x× / y× / z×)".
@@ -479,12 +490,7 @@ bench_backup() {
   [[ -n ${MACHINE_DONE:-} ]] || { machine; MACHINE_DONE=1; }
   data_line
   out "- The seed page's commands (reference/update-backup-migrate.md): \`docker exec PG pg_dump -U $ENVU $ENVDB | gzip -9 > dump.sql.gz\` and the volume as a tar (\`docker run --rm -v VOL:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > vol.tar\`); restore: a fresh instance (\`upkeep up v1.0.0 --as NEW\`, empty database), \`gunzip -c dump.sql.gz | docker exec -i NEWPG psql -U $ENVU $ENVDB\` and the tar back into the new volume."
-  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds, each on a fresh repository and fresh instances; every time below is the median of the rounds, each round's value in parentheses."
-  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    log "backup round $ROUND of $ROUNDS"
-    backup_round "$pg" "$vol"
-  done
-  settle_medians
+  run_rounds backup backup_round "$pg" "$vol"
   local seed_b=${T[seed_b]} seed_r=${T[seed_r]} seed_r_noup=${T[seed_r_noup]}
   local dump_sz=$DUMP_SZ tar_sz=$TAR_SZ repo_after1=$REPO_AFTER1 repo_after2=$REPO_AFTER2 repo_online=$REPO_ONLINE
   out ""
@@ -579,12 +585,7 @@ bench_upgrade() {
   [[ -n ${MACHINE_DONE:-} ]] || { machine; MACHINE_DONE=1; }
   data_line
   out "- Downtime of \`upkeep upgrade\`: \`downtime_secs\` of its journal (from stopping the old instance's services to the new one verified: row counts equal)."
-  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds; every time below is the median of the rounds, each round's value in parentheses."
-  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    log "upgrade round $ROUND of $ROUNDS"
-    upgrade_round
-  done
-  settle_medians
+  run_rounds upgrade upgrade_round
   local raw=${T[raw]} dt_copy=${T[dt_copy]} dt_dump=${T[dt_dump]}
   local phases_copy=$PHASES_COPY phases_dump=$PHASES_DUMP
   out ""
