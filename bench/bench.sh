@@ -146,7 +146,7 @@ settle_medians() {
 # FN's business), then every T[key] is the median of its rounds.
 run_rounds() {
   local what=$1; shift
-  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds, each on a fresh repository and fresh instances; every time below is the median of the rounds, each round's value in parentheses."
+  [[ $ROUNDS == 1 ]] || out "- $ROUNDS rounds, each on fresh instances (backups: into a fresh repository); every time below is the median of the rounds, each round's value in parentheses."
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     log "$what round $ROUND of $ROUNDS"
     "$@"
