@@ -93,14 +93,6 @@ impl Compose {
     pub fn label_version(&self) -> Result<&str> {
         Ok(self.found()?.version.trim_start_matches('v'))
     }
-
-    pub fn describe(&self) -> Result<String> {
-        let found = self.found()?;
-        Ok(match found.flavor {
-            ComposeFlavor::V2 => format!("docker compose {}", found.version),
-            ComposeFlavor::V1 => format!("docker-compose {}", found.version),
-        })
-    }
 }
 
 /// Finds a working compose: `UPKEEP_COMPOSE=v1|v2` forces one.

@@ -115,6 +115,18 @@ impl Engine {
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
+    /// An error carrying the command's stderr when it exited non-zero.
+    fn check_exit(&self, exec_id: &str, what: &str, stderr: &[u8]) -> Result<()> {
+        let code = self.exit_code(exec_id)?;
+        if code != 0 {
+            bail!(
+                "`{what}` failed (exit {code}): {}",
+                String::from_utf8_lossy(stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Starts `spec` and returns a reader over its stdout.
     pub fn exec_reader(&self, spec: &ExecSpec) -> Result<ExecReader<'_>> {
         let (exec_id, started) = self.start_exec(spec, false)?;
@@ -215,18 +227,9 @@ impl Engine {
 impl ExecReader<'_> {
     fn finish(&mut self) -> io::Result<()> {
         self.done = true;
-        let code = self
-            .engine
-            .exit_code(&self.exec_id)
-            .map_err(io::Error::other)?;
-        if code != 0 {
-            return Err(io::Error::other(format!(
-                "`{}` failed (exit {code}): {}",
-                self.what,
-                String::from_utf8_lossy(&self.stderr).trim()
-            )));
-        }
-        Ok(())
+        self.engine
+            .check_exit(&self.exec_id, &self.what, &self.stderr)
+            .map_err(io::Error::other)
     }
 }
 
@@ -316,14 +319,7 @@ impl ExecSession<'_> {
             }
             anyhow::Ok(())
         })?;
-        let code = self.engine.exit_code(&self.exec_id)?;
-        if code != 0 {
-            bail!(
-                "`{}` failed (exit {code}): {}",
-                self.what,
-                String::from_utf8_lossy(&self.stderr).trim()
-            );
-        }
-        Ok(())
+        self.engine
+            .check_exit(&self.exec_id, &self.what, &self.stderr)
     }
 }
