@@ -350,6 +350,19 @@ pub fn up(
 /// them).
 pub fn prepare_project(
     site: &Site,
+    lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+) -> Result<()> {
+    prepare_project_unchecked(site, lock, engine, compose, rec)?;
+    compose.validate(&rec.project(site))
+}
+
+/// [`prepare_project`] without compose's check of the effective file, for
+/// a caller that has compose create the containers soon (which checks it).
+pub fn prepare_project_unchecked(
+    site: &Site,
     _lock: &SiteLock,
     engine: &Engine,
     compose: &Compose,
@@ -371,9 +384,9 @@ pub fn prepare_project(
     seed_home(site, rec)?;
     durable::write_json(&record_path(site, &rec.name), rec)?;
     rec.write_effective(site)?;
-    compose.validate(&rec.project(site))?;
+    let label = compose.label_version()?;
     for (key, volume) in &rec.volumes {
-        engine.ensure_compose_volume(volume, &rec.name, key, compose.label_version()?)?;
+        engine.ensure_compose_volume(volume, &rec.name, key, label)?;
     }
     Ok(())
 }
@@ -390,6 +403,7 @@ pub fn start(
     services: &[&str],
     timeout: Duration,
 ) -> Result<InstanceStatus> {
+    engine.remove_twins(&rec.name)?;
     let mut args = vec!["up", "-d"];
     args.extend_from_slice(services);
     let mut rec = rec.clone();
@@ -524,6 +538,7 @@ pub fn start_created(
     timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    engine.remove_twins(&rec.name)?;
     let deps = dependencies(site, &rec.name)?;
     let wanted = with_dependencies(&deps, services);
     let containers: Vec<ContainerInfo> = engine
@@ -585,6 +600,17 @@ fn with_dependencies(
     wanted
 }
 
+/// Waits until container `c` is running and `probe` (an exec argv) succeeds
+/// in it, trying every [`POLL`].
+pub fn wait_probe(
+    engine: &Engine,
+    c: &ContainerInfo,
+    probe: Vec<String>,
+    deadline: Instant,
+) -> Result<()> {
+    wait_until(engine, c, Condition::Healthy, Some(probe), deadline)
+}
+
 /// Waits until container `c` meets `cond`; "healthy" without a health
 /// check means running. Fails at once when it exits when it should not.
 fn wait_condition(
@@ -597,6 +623,16 @@ fn wait_condition(
         Condition::Healthy => engine.health_probe(&c.id)?,
         _ => None,
     };
+    wait_until(engine, c, cond, probe, deadline)
+}
+
+fn wait_until(
+    engine: &Engine,
+    c: &ContainerInfo,
+    cond: Condition,
+    probe: Option<Vec<String>>,
+    deadline: Instant,
+) -> Result<()> {
     loop {
         let now = engine.container_info(&c.id)?;
         let met = match cond {

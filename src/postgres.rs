@@ -168,15 +168,20 @@ impl Server {
         Ok(())
     }
 
-    /// `pg_restore` of a custom-format dump from `dump` into the database.
-    pub fn restore(&self, engine: &Engine, dump: &mut (dyn Read + Send)) -> Result<()> {
-        let spec = self.spec(&[
-            "pg_restore",
-            "--exit-on-error",
-            "--no-password",
-            "-d",
-            &self.database,
-        ]);
+    /// `pg_restore` of a custom-format dump from `dump` into the database;
+    /// `single_transaction`: all of it or nothing, in one transaction.
+    pub fn restore(
+        &self,
+        engine: &Engine,
+        dump: &mut (dyn Read + Send),
+        single_transaction: bool,
+    ) -> Result<()> {
+        let mut argv = vec!["pg_restore", "--exit-on-error", "--no-password"];
+        if single_transaction {
+            argv.push("--single-transaction");
+        }
+        argv.extend(["-d", &self.database]);
+        let spec = self.spec(&argv);
         engine
             .exec(&spec, Some(dump))
             .context("pg_restore failed; the target database may be partly restored")?;

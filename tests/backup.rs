@@ -120,6 +120,10 @@ fn restore_after_disaster_gives_back_every_row_file_and_mode() {
     assert!(!volume_exists(&format!("{src}_postgres_data")));
     let out = site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
     assert!(out.contains("row counts of 2 tables match"), "{out}");
+    // The bulk load's settings ran in a stand-in container, now gone: the
+    // instance's server runs as the vendor configured it.
+    assert_eq!(twins(&dst), Vec::<String>::new());
+    assert_eq!(psql(&dst, "SHOW wal_level"), "replica");
 
     assert_eq!(table_digest(&dst, "users"), users);
     assert_eq!(table_digest(&dst, "audit"), audit);
@@ -388,9 +392,18 @@ fn kill_9_during_backup_or_restore_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Killed while Postgres loads the dump in its stand-in container.
+    while twins(&dst).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the restore never started Postgres for its load"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(2500));
     restore.kill().unwrap();
     restore.wait().unwrap();
+    assert_eq!(twins(&dst).len(), 1, "the killed run left its stand-in");
     // The source instance and the snapshots are untouched.
     assert_eq!(table_digest(&src, "users"), users);
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
@@ -398,6 +411,7 @@ fn kill_9_during_backup_or_restore_loses_nothing() {
     let out = site.ok(&["restore", "latest", "--into", "v1.0.0", "--as", &dst]);
     assert!(out.contains("match"), "{out}");
     assert_eq!(table_digest(&dst, "users"), users);
+    assert_eq!(twins(&dst), Vec::<String>::new());
 }
 
 #[test]

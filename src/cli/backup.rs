@@ -132,7 +132,8 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
     let session = Session::open(
         site,
         &format!("restore {} --into {}", args.snapshot, args.into),
-    )?;
+    )?
+    .with_compose_soon();
     let repo = repository::open(site, &args.repo.options(), false)?;
     let report = restore::restore(&session.cx(), &repo, &args.snapshot, &opts)?;
     out.emit(&report, || {

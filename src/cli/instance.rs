@@ -36,7 +36,7 @@ pub struct StatusArgs {
 }
 
 pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
-    let session = Session::open(site, &format!("up {}", args.version))?;
+    let session = Session::open(site, &format!("up {}", args.version))?.with_compose_soon();
     let cx = session.cx();
     let rec = instance::prepare(site, &args.version, args.as_name.as_deref())?;
     let st = instance::up(

@@ -42,6 +42,12 @@ impl<'s> Session<'s> {
         })
     }
 
+    /// For a command that runs compose soon: compose is found meanwhile.
+    pub(crate) fn with_compose_soon(self) -> Self {
+        self.compose.prefetch();
+        self
+    }
+
     pub(crate) fn cx(&self) -> Ctx<'_> {
         Ctx {
             site: self.site,

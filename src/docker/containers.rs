@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use serde::Serialize;
 
@@ -32,21 +33,23 @@ impl ContainerInfo {
 impl Engine {
     /// All containers (running or not) of compose project `project`.
     pub fn project_containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
-        let label = format!("com.docker.compose.project={project}");
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .block_on(self.api.list_containers(Some(opts)))
-            .with_context(|| format!("listing containers of {project}"))?;
         let mut out = Vec::new();
-        for c in list {
+        for c in self.containers_labelled(&format!("com.docker.compose.project={project}"))? {
             out.push(self.container_info(&c.id.unwrap_or_default())?);
         }
         out.sort_by(|a, b| a.service.cmp(&b.service).then(a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    /// Every container (running or not) carrying `label` (`key=value`).
+    pub(super) fn containers_labelled(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label", vec![label])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.block_on(self.api.list_containers(Some(opts)))
+            .with_context(|| format!("listing containers labelled {label}"))
     }
 
     /// One container's state and health, by id or name.

@@ -6,6 +6,7 @@ mod containers;
 mod exec;
 mod images;
 mod stream;
+mod twin;
 mod volume_data;
 mod volumes;
 

@@ -66,7 +66,8 @@ impl Engine {
     pub(super) fn remove_container(&self, id: &str) {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
-            .v(false)
+            // its anonymous volumes (an image's VOLUME), never named ones
+            .v(true)
             .build();
         if let Err(e) = self.block_on(self.api.remove_container(id, Some(opts))) {
             tracing::warn!("could not remove helper container {id}: {e}");

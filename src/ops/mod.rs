@@ -2,6 +2,7 @@
 //! plan (printed by `--dry-run`) and then carries it out under the site lock.
 
 pub mod backup;
+pub mod bulk_load;
 pub mod carry;
 pub mod pipe;
 pub mod repository;
@@ -10,15 +11,18 @@ pub mod services;
 pub mod upgrade;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::bundle;
 use crate::compose::env::read_env_file;
 use crate::compose::ComposeFile;
+use crate::docker::Engine;
 use crate::instance::InstanceRecord;
-use crate::postgres::Server;
-use crate::profile::{self, Profile};
+use crate::postgres::{RowCounts, Server};
+use crate::profile::{self, PostgresProfile, Profile};
 use crate::site::Site;
 
 /// What every operation works with: the site (and proof its lock is held),
@@ -68,8 +72,16 @@ impl Target {
             .context("the release's compose file names no image")
     }
 
+    /// The release's Postgres service, or why there is none.
+    pub fn postgres(&self) -> Result<&PostgresProfile> {
+        self.profile
+            .postgres
+            .as_ref()
+            .context("the release has no Postgres service")
+    }
+
     /// The instance's Postgres server if its container is running.
-    pub fn running_postgres(&self, engine: &crate::docker::Engine) -> Result<Option<Server>> {
+    pub fn running_postgres(&self, engine: &Engine) -> Result<Option<Server>> {
         let Some(pg) = &self.profile.postgres else {
             return Ok(None);
         };
@@ -85,12 +97,8 @@ impl Target {
     /// Creates the instance's containers (none started) and starts only the
     /// Postgres service, through the engine; waits until it answers queries.
     /// The rest can then start with `instance::start_created`.
-    pub fn start_postgres_alone(&self, cx: &Ctx, timeout: std::time::Duration) -> Result<Server> {
-        let pg = self
-            .profile
-            .postgres
-            .as_ref()
-            .context("the release has no Postgres service")?;
+    pub fn start_postgres_alone(&self, cx: &Ctx, timeout: Duration) -> Result<Server> {
+        let pg = self.postgres()?;
         crate::instance::create_containers(cx.site, cx.compose, &self.rec, &[&pg.service])?;
         crate::instance::start_created(
             cx.site,
@@ -108,6 +116,60 @@ impl Target {
         })?;
         server.wait_ready(cx.engine, timeout)?;
         Ok(server)
+    }
+
+    /// Starts the containers `instance::create_containers` made and, with
+    /// `count`, counts the database's rows meanwhile, as soon as Postgres
+    /// answers (the count reads every table: it overlaps the other
+    /// services' start rather than delaying it).
+    pub fn start_counting(
+        &self,
+        cx: &Ctx,
+        count: bool,
+        timeout: Duration,
+    ) -> Result<Option<RowCounts>> {
+        let gave_up = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let counter =
+                count.then(|| s.spawn(|| self.row_counts_once_up(cx.engine, &gave_up, timeout)));
+            let started = crate::instance::start_created(
+                cx.site,
+                cx.engine,
+                cx.compose,
+                &self.rec,
+                &[],
+                timeout,
+            );
+            if started.is_err() {
+                gave_up.store(true, Ordering::Relaxed);
+            }
+            let counts = counter
+                .map(|h| h.join().expect("row counting thread panicked"))
+                .transpose();
+            started?;
+            counts
+        })
+    }
+
+    /// The database's row counts as soon as its server answers queries.
+    fn row_counts_once_up(
+        &self,
+        engine: &Engine,
+        gave_up: &AtomicBool,
+        timeout: Duration,
+    ) -> Result<RowCounts> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(server) = self.running_postgres(engine)? {
+                if server.query(engine, "SELECT 1").is_ok_and(|s| s == "1") {
+                    return server.row_counts(engine);
+                }
+            }
+            if gave_up.load(Ordering::Relaxed) || Instant::now() > deadline {
+                bail!("Postgres of {} did not answer queries", self.rec.name);
+            }
+            std::thread::sleep(crate::instance::POLL);
+        }
     }
 
     /// Services that mount the named volume `key`.

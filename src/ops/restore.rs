@@ -1,8 +1,8 @@
 //! `upkeep restore SNAPSHOT --into VERSION [--as NAME]`: a snapshot into a
 //! new instance of a release (on this host or another), or into an existing
 //! one with `--force` after a safety snapshot. Config is written exactly,
-//! volumes are recreated with compose's labels, Postgres is started alone and
-//! `pg_restore`d, then the rest starts and row counts are checked against
+//! volumes are recreated with compose's labels, Postgres is started for a
+//! bulk load (`ops::bulk_load`) and `pg_restore`d, then the rest starts and row counts are checked against
 //! the manifest. A journal marks a restore in progress: if it dies, the next
 //! restore into the same name clears what the dead one created and retries.
 
@@ -104,12 +104,16 @@ pub fn plan(
     if let Some(pg) = &m.postgres {
         if m.item(ItemKind::PostgresDump).is_some() {
             steps.push(format!(
-                "start {} alone and pg_restore database {} (Postgres {} dump)",
+                "start {} for a bulk load (WAL minimal, in a stand-in container) and pg_restore \
+                 database {} in one transaction (Postgres {} dump)",
                 pg.service, pg.database, pg.major
             ));
         }
     }
-    steps.push(format!("start instance {} and verify row counts", rec.name));
+    steps.push(format!(
+        "start instance {} and verify row counts meanwhile",
+        rec.name
+    ));
     Ok(steps)
 }
 
@@ -225,9 +229,11 @@ pub fn restore(
     };
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
 
-    // Config first: the restored .env holds the credentials Postgres starts with.
+    // Config first: the restored .env holds the credentials Postgres starts
+    // with. Compose reads the file when it creates the containers, which
+    // is also where it checks the generated compose file.
     let home_existed = rec.home.exists();
-    instance::prepare_project(site, lock, engine, compose, &rec)?;
+    instance::prepare_project_unchecked(site, lock, engine, compose, &rec)?;
     let config = m
         .item(ItemKind::Config)
         .context("the snapshot has no config archive")?;
@@ -239,22 +245,28 @@ pub fn restore(
     }
     let has_dump = m.item(ItemKind::PostgresDump).is_some();
     let (early, alongside) = volume_order(&m, &target, has_dump);
-    write_volumes(cx, repo, &id, &target, &early)?;
-    // Volumes Postgres does not read are filled while it starts and restores.
-    let (volumes_done, restored) = std::thread::scope(|s| {
+    // Volumes Postgres does not read are filled while the containers are
+    // created and Postgres restores.
+    std::thread::scope(|s| {
         let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
-        let restored = restore_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout);
-        (volumes.join().expect("volume writer panicked"), restored)
-    });
-    volumes_done?;
-    let tables_verified = restored?;
+        let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
+        let loaded = write_volumes(cx, repo, &id, &target, &early).and_then(|()| {
+            created.join().expect("compose thread panicked")?;
+            load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+        });
+        volumes.join().expect("volume writer panicked")?;
+        loaded
+    })?;
+    let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
+    let tables_verified = match (&m.postgres, counts) {
+        (Some(pg), Some(counts)) => verify_counts(&pg.row_counts, &counts)?,
+        _ => 0,
+    };
     let tables_unverified = m
         .postgres
         .as_ref()
         .map(|p| p.changed_during_backup.clone())
         .unwrap_or_default();
-    instance::create_containers(site, compose, &rec, &[])?;
-    instance::start_created(site, engine, compose, &rec, &[], opts.timeout)?;
     let status = instance::wait_ready(site, engine, &rec, opts.timeout)?;
     std::fs::remove_file(journal_path(site, &rec.name)).ok();
     Ok(RestoreReport {
@@ -314,9 +326,9 @@ fn write_volumes(
     Ok(())
 }
 
-/// Starts Postgres alone, restores roles and the dump, and checks row
-/// counts; returns how many tables were verified.
-fn restore_postgres(
+/// Starts Postgres for a bulk load, restores roles and the dump, and stops
+/// it again (the instance's container starts on the data afterwards).
+fn load_postgres(
     cx: &Ctx,
     repo: &Repository,
     snapshot: &str,
@@ -324,21 +336,20 @@ fn restore_postgres(
     target: &Target,
     has_dump: bool,
     timeout: Duration,
-) -> Result<usize> {
-    let (Some(pg), true) = (&m.postgres, has_dump) else {
-        return Ok(0);
-    };
+) -> Result<()> {
+    if m.postgres.is_none() || !has_dump {
+        return Ok(());
+    }
     let engine = cx.engine;
-    let server = target.start_postgres_alone(cx, timeout)?;
+    let load = target.start_postgres_for_load(cx, timeout)?;
     if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
         with_item(repo, snapshot, globals, |mut r| {
-            server.restore_globals(engine, &mut r)
+            load.server.restore_globals(engine, &mut r)
         })?;
     }
     let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
-    with_item(repo, snapshot, dump, |mut r| server.restore(engine, &mut r))?;
-    let counts = server.row_counts(engine)?;
-    verify_counts(&pg.row_counts, &counts)
+    with_item(repo, snapshot, dump, |mut r| load.restore(&mut r))?;
+    load.finish()
 }
 
 /// Every table of the snapshot has the same number of rows after restore.
@@ -361,6 +372,7 @@ fn remove_instance(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
+    engine.remove_twins(&rec.name)?;
     instance::down(site, lock, compose, rec)?;
     for volume in rec.volumes.values() {
         engine.remove_volume(volume)?;

@@ -97,6 +97,7 @@ fn start(
     rec: &InstanceRecord,
     services: &[String],
 ) -> Result<()> {
+    engine.remove_twins(&rec.name)?;
     let mut args = vec!["start"];
     args.extend(services.iter().map(String::as_str));
     compose.run(&rec.project(site), &args)?;

@@ -810,7 +810,10 @@ fn migrate_by_dump(
                 |mut r| dst.restore_globals(engine, &mut r),
             )?;
             let (_, counts) = src.dump_counted(engine, |dump| {
-                pipe(|w| copy_exec(dump, w), |mut r| dst.restore(engine, &mut r))
+                pipe(
+                    |w| copy_exec(dump, w),
+                    |mut r| dst.restore(engine, &mut r, false),
+                )
             })?;
             Ok(counts)
         },
@@ -841,57 +844,16 @@ fn migrate_by_dump(
 /// Starts the new instance's containers in dependency order and, while
 /// the other services start, counts the new database's rows.
 fn start_new(cx: &Ctx, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
-    let Ctx {
-        site,
-        engine,
-        compose,
-        ..
-    } = *cx;
-    let new = Target::load(site, instance::load(site, &j.new)?)?;
+    let new = Target::load(cx.site, instance::load(cx.site, &j.new)?)?;
     let count =
         j.row_counts.is_some() && j.new_row_counts.is_none() && new.profile.postgres.is_some();
-    let gave_up = std::sync::atomic::AtomicBool::new(false);
     let counts = phase(j, "start the new instance ∥ count rows (new)", || {
-        std::thread::scope(|s| {
-            let counter =
-                count.then(|| s.spawn(|| count_rows_once_up(engine, &new, &gave_up, opts.timeout)));
-            let started =
-                instance::start_created(site, engine, compose, &new.rec, &[], opts.timeout);
-            if started.is_err() {
-                gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let counts = counter
-                .map(|h| h.join().expect("row counting thread panicked"))
-                .transpose();
-            started?;
-            counts
-        })
+        new.start_counting(cx, count, opts.timeout)
     })?;
     if counts.is_some() {
         j.new_row_counts = counts;
     }
     Ok(())
-}
-
-/// The new database's row counts as soon as its server answers queries.
-fn count_rows_once_up(
-    engine: &Engine,
-    new: &Target,
-    gave_up: &std::sync::atomic::AtomicBool,
-    timeout: Duration,
-) -> Result<RowCounts> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(server) = new.running_postgres(engine)? {
-            if server.query(engine, "SELECT 1").is_ok_and(|s| s == "1") {
-                return server.row_counts(engine);
-            }
-        }
-        if gave_up.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline {
-            bail!("the new Postgres did not answer queries");
-        }
-        std::thread::sleep(instance::POLL);
-    }
 }
 
 fn copy_exec(mut reader: impl io::Read, w: &mut io::PipeWriter) -> Result<()> {

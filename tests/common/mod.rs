@@ -174,7 +174,12 @@ fn docker(args: &[&str]) -> String {
 /// Removes everything Docker holds for a compose project (test cleanup).
 pub fn purge_project(project: &str) {
     let filter = format!("label=com.docker.compose.project={project}");
-    for id in docker(&["ps", "-aq", "--filter", &filter]).split_whitespace() {
+    let listed = docker(&["ps", "-aq", "--filter", &filter]);
+    for id in twins(project)
+        .iter()
+        .map(String::as_str)
+        .chain(listed.split_whitespace())
+    {
         docker(&["rm", "-f", "-v", id]);
     }
     for id in docker(&["network", "ls", "-q", "--filter", &filter]).split_whitespace() {
@@ -183,6 +188,15 @@ pub fn purge_project(project: &str) {
     for name in docker(&["volume", "ls", "-q", "--filter", &filter]).split_whitespace() {
         docker(&["volume", "rm", "-f", name]);
     }
+}
+
+/// Containers (running or not) standing in for `project`'s during a restore's bulk load.
+pub fn twins(project: &str) -> Vec<String> {
+    let filter = format!("label=org.upkeep.twin-of={project}");
+    docker(&["ps", "-aq", "--filter", &filter])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// The container id of `service` in compose project `project`.
