@@ -754,14 +754,30 @@ fn exited_cleanly(c: &ContainerInfo) -> bool {
     c.state == "exited" && c.exit_code == Some(0)
 }
 
-/// Stops an instance's containers (keeps containers and volumes).
-pub fn stop(site: &Site, _lock: &SiteLock, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+/// Stops an instance's containers (keeps containers and volumes); a
+/// stand-in an interrupted restore left running is removed.
+pub fn stop(
+    site: &Site,
+    _lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+) -> Result<()> {
+    engine.remove_twins(&rec.name)?;
     rec.write_effective(site)?;
     compose.run(&rec.project(site), &["stop"])
 }
 
-/// Removes an instance's containers and networks; volumes are kept.
-pub fn down(site: &Site, _lock: &SiteLock, compose: &Compose, rec: &InstanceRecord) -> Result<()> {
+/// Removes an instance's containers (stand-ins included) and networks;
+/// volumes are kept.
+pub fn down(
+    site: &Site,
+    _lock: &SiteLock,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+) -> Result<()> {
+    engine.remove_twins(&rec.name)?;
     rec.write_effective(site)?;
     compose.run(&rec.project(site), &["down"])
 }

@@ -115,6 +115,9 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     assert_eq!(journal(&site, &new)["strategy"], "dump");
     assert_eq!(&psql(&newer, "SHOW server_version_num")[..2], "17");
     assert_eq!(table_digest(&newer, "items"), digest);
+    // The dump was loaded in a stand-in with WAL minimal, now gone.
+    assert_eq!(twins(&newer), Vec::<String>::new());
+    assert_eq!(psql(&newer, "SHOW wal_level"), "replica");
 
     // Rollback after a successful upgrade returns to the old instance and its data.
     site.ok(&["rollback", &newer]);
@@ -179,60 +182,98 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
         "verify",
     ];
     for (i, step) in steps.iter().enumerate() {
-        let mut cmd = site.command(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
-        cmd.env("UPKEEP_CRASH_AFTER", step);
-        let out = cmd.output().unwrap();
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "step {step}: the process was to die by SIGKILL: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status = site.ok(&["status", &old]);
-        if *step != "verify" {
-            assert!(
-                status.contains("INTERRUPTED"),
-                "step {step}: status shows the interrupted upgrade:\n{status}"
-            );
-        }
-        let (survivor, retired) = if i % 2 == 0 {
-            // After `verify` every step is done: the resume only records it.
-            let out = site.run(&["upgrade", "--resume", &old]);
-            assert!(
-                out.status.success(),
-                "step {step}: resume failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (&new, &old)
-        } else {
-            site.ok(&["rollback", &old]);
-            (&old, &new)
-        };
-        assert_eq!(
-            state(&site, survivor),
-            "running",
-            "step {step}: {survivor} runs"
-        );
-        assert_ne!(
-            state(&site, retired),
-            "running",
-            "step {step}: {retired} is not running"
-        );
-        assert_eq!(
-            table_digest(survivor, "items"),
-            digest,
-            "step {step}: same data"
-        );
-        if survivor == &new {
-            site.ok(&["rollback", &new]);
-            assert_eq!(
-                table_digest(&old, "items"),
-                digest,
-                "step {step}: rollback after resume"
-            );
-        }
+        crash_then_recover(&site, (&old, &new), &digest, step, &[], i % 2 == 0);
+    }
+    // A dump's new Postgres loads in a stand-in started before the downtime
+    // (carry-config), which a resume takes over and a rollback removes.
+    let dump = ["--strategy", "dump"];
+    for (i, step) in ["carry-config", "pre-copy", "migrate-data:postgres"]
+        .iter()
+        .enumerate()
+    {
+        crash_then_recover(&site, (&old, &new), &digest, step, &dump, i % 2 == 0);
     }
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+}
+
+/// Upgrades `old` to v1.1.0 as `new` with `extra` arguments, killed after
+/// `step`; then resumes (and rolls back after) or rolls back, and checks
+/// that the survivor runs with the data and nothing else runs.
+fn crash_then_recover(
+    site: &TestSite,
+    (old, new): (&String, &String),
+    digest: &str,
+    step: &str,
+    extra: &[&str],
+    resume: bool,
+) {
+    let mut args = vec![
+        "upgrade",
+        old.as_str(),
+        "--to",
+        "v1.1.0",
+        "--as",
+        new.as_str(),
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = site.command(&args);
+    cmd.env("UPKEEP_CRASH_AFTER", step);
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "step {step}: the process was to die by SIGKILL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = site.ok(&["status", old]);
+    if step != "verify" {
+        assert!(
+            status.contains("INTERRUPTED"),
+            "step {step}: status shows the interrupted upgrade:\n{status}"
+        );
+    }
+    let (survivor, retired) = if resume {
+        // After `verify` every step is done: the resume only records it.
+        let out = site.run(&["upgrade", "--resume", old]);
+        assert!(
+            out.status.success(),
+            "step {step}: resume failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (new, old)
+    } else {
+        site.ok(&["rollback", old]);
+        (old, new)
+    };
+    assert_eq!(
+        state(site, survivor),
+        "running",
+        "step {step}: {survivor} runs"
+    );
+    assert_ne!(
+        state(site, retired),
+        "running",
+        "step {step}: {retired} is not running"
+    );
+    assert_eq!(
+        twins(new),
+        Vec::<String>::new(),
+        "step {step}: no stand-in is left"
+    );
+    assert_eq!(
+        table_digest(survivor, "items"),
+        digest,
+        "step {step}: same data"
+    );
+    if survivor == new {
+        site.ok(&["rollback", new]);
+        assert_eq!(
+            table_digest(old, "items"),
+            digest,
+            "step {step}: rollback after resume"
+        );
+    }
 }
 
 /// Volumes made by a test, removed when it ends however it ends.

@@ -55,7 +55,8 @@ pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
 pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("stop {}", args.name))?;
     let rec = instance::load(site, &args.name)?;
-    instance::stop(site, session.cx().lock, session.cx().compose, &rec)?;
+    let cx = session.cx();
+    instance::stop(site, cx.lock, cx.engine, cx.compose, &rec)?;
     out.emit(&rec, || {
         format!(
             "instance {} stopped (containers and volumes kept)",
@@ -67,7 +68,8 @@ pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
 pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("down {}", args.name))?;
     let rec = instance::load(site, &args.name)?;
-    instance::down(site, session.cx().lock, session.cx().compose, &rec)?;
+    let cx = session.cx();
+    instance::down(site, cx.lock, cx.engine, cx.compose, &rec)?;
     out.emit(&rec, || {
         format!(
             "instance {} is down; its volumes are kept: {}",

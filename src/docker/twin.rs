@@ -114,6 +114,17 @@ impl Engine {
         }
     }
 
+    /// A running twin of one of `project`'s containers, if there is one.
+    pub fn running_twin(&self, project: &str) -> Result<Option<ContainerInfo>> {
+        for c in self.containers_labelled(&format!("{TWIN_OF}={project}"))? {
+            let info = self.container_info(&c.id.unwrap_or_default())?;
+            if info.state == "running" {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+
     /// Removes every twin of `project`'s containers, running or not.
     pub fn remove_twins(&self, project: &str) -> Result<()> {
         for c in self.containers_labelled(&format!("{TWIN_OF}={project}"))? {

@@ -63,16 +63,42 @@ pub struct LoadServer<'e> {
 }
 
 impl Target {
-    /// Starts a twin of the instance's Postgres container (created, never
-    /// started; compose creates it if needed) for a bulk load; falls back to
-    /// starting the container itself. Waits until the server answers queries.
+    /// The server for a bulk load into this instance's (fresh) cluster: the
+    /// one started for it before (`LoadServer::detach`), or the instance's
+    /// own Postgres running, or a newly started one (see
+    /// [`Target::start_postgres_for_load`]). Waits until it answers queries.
+    pub fn postgres_for_load<'e>(&self, cx: &Ctx<'e>, timeout: Duration) -> Result<LoadServer<'e>> {
+        let engine = cx.engine;
+        let pg = self.postgres()?;
+        let load = if let Some(twin) = engine.running_twin(&self.rec.name)? {
+            LoadServer {
+                engine,
+                server: Server::from_container(engine, &twin.id, pg)?,
+                twin: Some(twin.id),
+            }
+        } else if let Some(server) = self.running_postgres(engine)? {
+            LoadServer {
+                engine,
+                server,
+                twin: None,
+            }
+        } else {
+            return self.start_postgres_for_load(cx, timeout);
+        };
+        load.server.wait_ready(engine, timeout)?;
+        Ok(load)
+    }
+
+    /// Starts a twin of the instance's Postgres container for a bulk load;
+    /// falls back to starting the container itself (see the module's
+    /// comment). Waits until the server answers queries.
     pub fn start_postgres_for_load<'e>(
         &self,
         cx: &Ctx<'e>,
         timeout: Duration,
     ) -> Result<LoadServer<'e>> {
         let engine = cx.engine;
-        match self.start_twin_for_load(cx, timeout) {
+        match self.start_load_twin(cx, timeout) {
             Ok(Some(load)) => return Ok(load),
             Ok(None) => {}
             Err(e) => tracing::warn!(
@@ -88,7 +114,11 @@ impl Target {
         })
     }
 
-    fn start_twin_for_load<'e>(
+    /// Starts a twin of the instance's Postgres container (created, never
+    /// started; compose creates it if needed) with the load settings and
+    /// waits until it answers queries. `None` when the service's command
+    /// takes no server flags or the container has run before.
+    pub fn start_load_twin<'e>(
         &self,
         cx: &Ctx<'e>,
         timeout: Duration,
@@ -138,6 +168,12 @@ impl LoadServer<'_> {
     /// server runs with the load settings.
     pub fn restore(&self, dump: &mut (dyn std::io::Read + Send)) -> Result<()> {
         self.server.restore(self.engine, dump, self.twin.is_some())
+    }
+
+    /// Leaves the server running for a later [`Target::postgres_for_load`]
+    /// (an upgrade initialises the new cluster before its downtime).
+    pub fn detach(mut self) {
+        self.twin = None;
     }
 
     /// Ends the load: the twin shuts down cleanly and is removed, so the

@@ -341,7 +341,7 @@ fn load_postgres(
         return Ok(());
     }
     let engine = cx.engine;
-    let load = target.start_postgres_for_load(cx, timeout)?;
+    let load = target.postgres_for_load(cx, timeout)?;
     if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
         with_item(repo, snapshot, globals, |mut r| {
             load.server.restore_globals(engine, &mut r)
@@ -372,8 +372,7 @@ fn remove_instance(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
-    engine.remove_twins(&rec.name)?;
-    instance::down(site, lock, compose, rec)?;
+    instance::down(site, lock, engine, compose, rec)?;
     for volume in rec.volumes.values() {
         engine.remove_volume(volume)?;
     }

@@ -631,19 +631,23 @@ fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) 
     }
     j.carry = Some(report);
     // A new Postgres initialises its cluster on first start: do that now,
-    // before the downtime, for a dump and restore into it.
-    // Not when it publishes a host port: the old instance holds that port
-    // until it stops.
+    // before the downtime, in a server for the bulk load of the dump (it
+    // publishes no port). Its own container only if that is not possible,
+    // and not when it publishes a host port: the old instance holds that
+    // port until it stops.
     if j.strategy == Strategy::Dump {
         let new = Target::load(site, new)?;
-        let publishes = |svc: &str| new.rec.ports.iter().any(|p| p.service == svc);
-        if new
-            .profile
-            .postgres
-            .as_ref()
-            .is_some_and(|pg| !publishes(&pg.service))
-        {
-            new.start_postgres_alone(cx, opts.timeout)?;
+        if let Some(pg) = &new.profile.postgres {
+            match new.start_load_twin(cx, opts.timeout) {
+                Ok(Some(load)) => load.detach(),
+                Ok(None) if !new.rec.ports.iter().any(|p| p.service == pg.service) => {
+                    new.start_postgres_alone(cx, opts.timeout)?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("the new Postgres could not start for the load ({e:#}); it will start in the downtime")
+                }
+            }
         }
     }
     Ok(())
@@ -792,15 +796,15 @@ fn migrate_by_dump(
     opts: &UpgradeOptions,
 ) -> Result<()> {
     let engine = cx.engine;
-    let src = old
-        .running_postgres(engine)?
-        .context("the old Postgres server is not running; it is needed to dump the data")?;
-    // Prepared before the downtime (carry-config), unless that was not possible.
-    let dst = match new.running_postgres(engine)? {
+    // A resumed upgrade redoes the dump after the old server was stopped:
+    // it starts again, alone (the old instance's services stay stopped).
+    let src = match old.running_postgres(engine)? {
         Some(server) => server,
-        None => new.start_postgres_alone(cx, opts.timeout)?,
+        None => old.start_postgres_alone(cx, opts.timeout)?,
     };
-    dst.wait_ready(engine, opts.timeout)?;
+    // Prepared before the downtime (carry-config), unless that was not possible.
+    let load = new.postgres_for_load(cx, opts.timeout)?;
+    let dst = &load.server;
     let old_counts = phase(
         j,
         "pg_dump piped into pg_restore ∥ count rows (old)",
@@ -810,10 +814,7 @@ fn migrate_by_dump(
                 |mut r| dst.restore_globals(engine, &mut r),
             )?;
             let (_, counts) = src.dump_counted(engine, |dump| {
-                pipe(
-                    |w| copy_exec(dump, w),
-                    |mut r| dst.restore(engine, &mut r, false),
-                )
+                pipe(|w| copy_exec(dump, w), |mut r| load.restore(&mut r))
             })?;
             Ok(counts)
         },
@@ -823,16 +824,17 @@ fn migrate_by_dump(
     let strategy = j.strategy;
     let counts = phase(
         j,
-        "stop the old Postgres, copy the other volumes ∥ count rows (new)",
+        "stop the old Postgres, copy the other volumes ∥ count rows (new), end the load",
         || {
             std::thread::scope(|s| {
                 let files = s.spawn(|| {
                     engine.stop_containers(&pg_ids)?;
                     copy_volumes(engine, old, new, strategy, since)
                 });
-                let counts = dst.row_counts(engine);
+                let counts = load.server.row_counts(engine);
+                let loaded = counts.and_then(|c| load.finish().map(|()| c));
                 files.join().expect("volume copy thread panicked")?;
-                counts
+                loaded
             })
         },
     )?;
@@ -921,8 +923,9 @@ fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
         engine,
         compose,
     } = *cx;
+    engine.remove_twins(&new.name)?;
     if instance::exists(site, &new.name) && !engine.project_containers(&new.name)?.is_empty() {
-        instance::down(site, lock, compose, new)?;
+        instance::down(site, lock, engine, compose, new)?;
     }
     for v in new.volumes.values() {
         engine.remove_volume(v)?;
@@ -973,7 +976,7 @@ fn rollback_journal(cx: &Ctx, j: &mut Journal, timeout: Duration) -> Result<()> 
         compose,
     } = *cx;
     if let Ok(new) = instance::load(site, &j.new) {
-        instance::down(site, lock, compose, &new)?;
+        instance::down(site, lock, engine, compose, &new)?;
     }
     let old = instance::load(site, &j.old)?;
     for v in old.volumes.values() {
