@@ -763,9 +763,7 @@ pub fn stop(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
-    engine.remove_twins(&rec.name)?;
-    rec.write_effective(site)?;
-    compose.run(&rec.project(site), &["stop"])
+    without_twins(site, engine, compose, rec, "stop")
 }
 
 /// Removes an instance's containers (stand-ins included) and networks;
@@ -777,9 +775,20 @@ pub fn down(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
+    without_twins(site, engine, compose, rec, "down")
+}
+
+/// Removes the instance's stand-ins, then runs compose `command` for it.
+fn without_twins(
+    site: &Site,
+    engine: &Engine,
+    compose: &Compose,
+    rec: &InstanceRecord,
+    command: &str,
+) -> Result<()> {
     engine.remove_twins(&rec.name)?;
     rec.write_effective(site)?;
-    compose.run(&rec.project(site), &["down"])
+    compose.run(&rec.project(site), &[command])
 }
 
 /// Containers, health, volumes and ports of an instance.
