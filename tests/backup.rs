@@ -505,3 +505,40 @@ fn a_passive_volume_is_copied_online_others_with_their_services_stopped() {
     let snaps = site.json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
 }
+
+#[test]
+fn a_postgres_behind_a_wrapper_command_is_restored_as_configured() {
+    let site = TestSite::new();
+    let (src, dst) = (unique("wsrc"), unique("wdst"));
+    site.track(&src);
+    site.track(&dst);
+    site.ok(&["install", bundle("v1.0.0").to_str().unwrap()]);
+    // A hand edit: the server starts through a shell, with a setting of its own.
+    let vendor = site.root.join("releases/v1.0.0/docker-compose.yml");
+    let text = fs::read_to_string(&vendor).unwrap();
+    let wrapped = text.replacen(
+        "    image: upkeep-sample/postgres:v1.0.0\n",
+        "    image: upkeep-sample/postgres:v1.0.0\n    command: [\"sh\", \"-c\", \"exec docker-entrypoint.sh postgres -c max_connections=42\"]\n",
+        1,
+    );
+    assert_ne!(wrapped, text, "the sample's postgres service has moved");
+    fs::write(&vendor, wrapped).unwrap();
+    site.ok(&["up", "v1.0.0", "--as", &src]);
+    psql(
+        &src,
+        "CREATE TABLE t(id int primary key); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+    let digest = table_digest(&src, "t");
+    site.ok(&["backup", &src]);
+
+    let out = site.run(&["-v", "restore", "latest", "--into", "v1.0.0", "--as", &dst]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not the postgres server itself") && err.contains("loading it as configured"),
+        "{err}"
+    );
+    assert_eq!(table_digest(&dst, "t"), digest);
+    assert_eq!(psql(&dst, "SHOW max_connections"), "42");
+    assert_eq!(twins(&dst), Vec::<String>::new());
+}

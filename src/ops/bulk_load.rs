@@ -143,7 +143,13 @@ impl Target {
             // It ran before: a load is for a fresh cluster only.
             return Ok(None);
         }
-        let Some(cmd) = load_command(&engine.container_cmd(&original.id)?) else {
+        let configured = engine.container_cmd(&original.id)?;
+        let Some(cmd) = load_command(&configured) else {
+            tracing::info!(
+                "the command of {} is not the postgres server itself ({}): loading it as configured",
+                pg.service,
+                configured.join(" ")
+            );
             return Ok(None);
         };
         // The service's own health check tells the server from the one an
