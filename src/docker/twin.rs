@@ -1,7 +1,7 @@
 //! Twins: a stand-in for a created (never started) container of a compose
 //! project, run with another command line on the same image, environment,
-//! user and mounts, then removed. A restore loads Postgres through a twin
-//! started with bulk-load settings, so the compose container itself, started
+//! user and mounts, then removed. A restore (and a dump upgrade) loads
+//! Postgres through a twin started with bulk-load settings, so the compose container itself, started
 //! afterwards, runs exactly as the vendor configured it.
 //!
 //! A twin and the container it stands in for share data folders: two

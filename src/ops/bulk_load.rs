@@ -1,5 +1,5 @@
-//! Postgres started for one bulk load: a restore's `pg_restore` into a
-//! fresh cluster. The server runs in a twin of the instance's Postgres
+//! Postgres started for one bulk load: the `pg_restore` of a restore or of
+//! a dump upgrade into a fresh cluster. The server runs in a twin of the instance's Postgres
 //! container (see `docker::twin`) with `wal_level=minimal`, and the dump is
 //! restored in one transaction: a table created and filled in the
 //! transaction that commits it is written once and synced at commit, not
@@ -91,8 +91,9 @@ impl Target {
 
     /// Starts a twin of the instance's Postgres container for a bulk load;
     /// falls back to starting the container itself (see the module's
-    /// comment). Waits until the server answers queries.
-    pub fn start_postgres_for_load<'e>(
+    /// comment; `start_created` removes a twin left behind first). Waits
+    /// until the server answers queries.
+    fn start_postgres_for_load<'e>(
         &self,
         cx: &Ctx<'e>,
         timeout: Duration,
@@ -106,7 +107,6 @@ impl Target {
                  configured, which is slower"
             ),
         }
-        engine.remove_twins(&self.rec.name)?;
         Ok(LoadServer {
             engine,
             server: self.start_postgres_alone(cx, timeout)?,

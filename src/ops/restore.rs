@@ -2,8 +2,8 @@
 //! new instance of a release (on this host or another), or into an existing
 //! one with `--force` after a safety snapshot. Config is written exactly,
 //! volumes are recreated with compose's labels, Postgres is started for a
-//! bulk load (`ops::bulk_load`) and `pg_restore`d, then the rest starts and row counts are checked against
-//! the manifest. A journal marks a restore in progress: if it dies, the next
+//! bulk load (`ops::bulk_load`) and `pg_restore`d, then everything starts
+//! and row counts are checked against the manifest meanwhile. A journal marks a restore in progress: if it dies, the next
 //! restore into the same name clears what the dead one created and retries.
 
 use std::time::Duration;
