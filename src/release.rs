@@ -147,6 +147,9 @@ pub fn install(
     })
 }
 
+/// The `bundle` of a release recorded by adoption without its bundle.
+pub const UNPACKED_BY_HAND: &str = "unpacked by hand";
+
 /// What adopting a release folder unpacked by hand found.
 #[derive(Debug, Clone, Serialize)]
 pub struct HandUnpacked {
@@ -157,7 +160,8 @@ pub struct HandUnpacked {
     pub unverified: bool,
 }
 
-/// Records a release folder that was unpacked by hand (no record yet).
+/// Records a release folder that was unpacked by hand (no record yet, or
+/// one made by an earlier adoption without the bundle).
 /// Without the vendor's bundle its files are taken as they are now, so hand
 /// edits of the compose file cannot be detected; with `bundle`, the
 /// bundle's digests and `.env` are recorded and the differences reported.
@@ -181,7 +185,7 @@ pub fn record_hand_unpacked(
             let env = fs::read(root.join(".env")).ok();
             (vendor_files(&root)?, env, path.display().to_string())
         }
-        None => (vendor_files(&dir)?, None, "unpacked by hand".to_string()),
+        None => (vendor_files(&dir)?, None, UNPACKED_BY_HAND.to_string()),
     };
     let compose_file = file_name(&compose_path);
     let now = vendor_files(&dir)?;

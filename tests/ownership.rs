@@ -118,7 +118,11 @@ fn an_install_made_by_hand_is_adopted_backed_up_upgraded_and_rolled_back() {
         out.contains("cannot be detected"),
         "no bundle to compare: {out}"
     );
-    site.ok(&["adopt", &second]);
+    // Given the vendor's bundle later, the hand edits are told apart.
+    let bundle_file = bundle("v1.0.0");
+    let out = site.ok(&["adopt", &second, "--bundle", bundle_file.to_str().unwrap()]);
+    assert!(out.contains("docker-compose.yml differs from the bundle"), "{out}");
+    assert_eq!(site.json(&["releases"])[0]["compose_edited"], true);
     let rec = site.json(&["status", &second]);
     let volumes: Vec<&str> = rec[0]["volumes"]
         .as_array()
@@ -146,6 +150,19 @@ fn an_install_made_by_hand_is_adopted_backed_up_upgraded_and_rolled_back() {
         "the vendor file is untouched"
     );
     assert!(volume_exists(&fixed));
+
+    // An adopted instance is replaced by a restore only with --force.
+    let snaps = site.json(&["snapshots", "--instance", &first]);
+    let id = snaps.as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    psql(&first, "INSERT INTO notes VALUES (99999, 'after the backup')");
+    let err = site.fails(&["restore", &id, "--into", &version]);
+    assert!(err.contains("--force"), "{err}");
+    site.ok(&["restore", &id, "--into", &version, "--force"]);
+    assert_eq!(table_digest(&first, "notes"), rows1);
+    assert_eq!(sha256(&compose_file), vendor_digest);
 }
 
 /// Waits (bounded) until every container of `project` reports healthy.

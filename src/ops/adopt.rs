@@ -169,15 +169,19 @@ pub fn adopt(cx: &Ctx, name: &str, bundle_path: Option<&Path>) -> Result<Adopted
         adopted_at: Some(now),
     };
     let mut notes = Vec::new();
-    let release = match release::record(site, &version)? {
-        Some(_) if bundle_path.is_some() => {
+    let recorded = release::record(site, &version)?;
+    let by_hand = recorded
+        .as_ref()
+        .is_none_or(|r| r.bundle == release::UNPACKED_BY_HAND);
+    let release = match (recorded, bundle_path) {
+        (Some(_), Some(_)) if !by_hand => {
             notes.push(format!(
                 "release {version} was installed by upkeep: its bundle digests are already recorded, --bundle is not used"
             ));
             None
         }
-        Some(_) => None,
-        None => {
+        (Some(_), None) => None,
+        _ => {
             let r = release::record_hand_unpacked(site, lock, &version, bundle_path)?;
             if r.unverified {
                 notes.push(format!(
