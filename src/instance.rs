@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, copy_tree};
-use crate::compose::env::read_env_file;
-use crate::compose::file::{InstanceRewrite, PublishedPort};
+use crate::compose::model::PublishedPort;
 use crate::compose::naming::{check_project_name, normalize_project_name};
+use crate::compose::rewrite::InstanceRewrite;
 use crate::compose::runner::Project;
 use crate::compose::{Compose, ComposeFile};
 use crate::docker::{ContainerInfo, Engine};
@@ -168,8 +168,7 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
             (key, volume)
         })
         .collect();
-    let env = read_env_file(&release_dir)?;
-    let ports = assign_ports(site, &name, &compose.published_ports(&env)?)?;
+    let ports = assign_ports(site, &name, &compose.published_ports()?)?;
     Ok(InstanceRecord {
         name,
         release: version.to_string(),
@@ -282,7 +281,13 @@ impl InstanceRecord {
     /// Writes the effective compose file from the vendor file as it is now.
     fn write_effective(&self, site: &Site) -> Result<()> {
         let release_dir = site.release_dir(&self.release);
-        let compose = vendor_compose(&release_dir)?;
+        let vendor_file = bundle::compose_file_in(&release_dir)
+            .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
+        // Resolved with the instance's own .env: its ports are remapped.
+        let compose = ComposeFile::resolve(
+            &Compose::default(),
+            &Project::new(&self.name, &self.home, &vendor_file),
+        )?;
         let rewrite = InstanceRewrite {
             volume_names: self.volumes.clone(),
             host_ports: self
@@ -299,7 +304,7 @@ impl InstanceRecord {
                 release_dir.display()
             ),
         };
-        let text = compose.effective(&rewrite, &read_env_file(&self.home)?)?;
+        let text = compose.effective(&rewrite)?;
         durable::write_atomic(&effective_file(site, &self.name), text.as_bytes(), 0o600)
     }
 }
