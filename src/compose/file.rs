@@ -62,6 +62,12 @@ impl ComposeFile {
         Ok(ComposeFile { source, model })
     }
 
+    /// The model compose resolved, as it printed it (v2's JSON and v1's
+    /// YAML differ in shape: prefer the accessors below).
+    pub fn resolved(&self) -> &Value {
+        self.model.doc()
+    }
+
     pub fn service_names(&self) -> Vec<String> {
         self.model.services().map(|(name, _)| name).collect()
     }

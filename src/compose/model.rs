@@ -59,6 +59,11 @@ impl Model {
         Ok(Model { doc })
     }
 
+    /// The whole document as compose printed it.
+    pub fn doc(&self) -> &Value {
+        &self.doc
+    }
+
     pub fn services(&self) -> impl Iterator<Item = (String, &Value)> {
         self.doc["services"]
             .as_mapping()
