@@ -470,17 +470,16 @@ enum Condition {
     CompletedSuccessfully,
 }
 
-/// Service → the services it depends on, from the effective compose file
-/// (a list means `service_started`).
-fn dependencies(site: &Site, name: &str) -> Result<BTreeMap<String, Vec<(String, Condition)>>> {
-    let text = fs::read_to_string(effective_file(site, name))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+/// Service → the services it depends on, as compose resolves the effective
+/// file (anchors, `extends`; a list means `service_started`).
+fn dependencies(
+    site: &Site,
+    rec: &InstanceRecord,
+) -> Result<BTreeMap<String, Vec<(String, Condition)>>> {
+    let resolved = ComposeFile::resolve(&Compose::default(), &rec.project(site))?;
     let mut out = BTreeMap::new();
-    let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
-        return Ok(out);
-    };
-    for (svc, def) in services {
-        let Some(svc) = svc.as_str() else { continue };
+    for svc in resolved.service_names() {
+        let def = resolved.service(&svc).expect("a resolved service");
         let mut deps = Vec::new();
         match def.get("depends_on") {
             Some(serde_yaml_ng::Value::Sequence(list)) => {
@@ -504,7 +503,7 @@ fn dependencies(site: &Site, name: &str) -> Result<BTreeMap<String, Vec<(String,
             }
             _ => {}
         }
-        out.insert(svc.to_string(), deps);
+        out.insert(svc, deps);
     }
     Ok(out)
 }
@@ -544,7 +543,7 @@ pub fn start_created(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     engine.remove_twins(&rec.name)?;
-    let deps = dependencies(site, &rec.name)?;
+    let deps = dependencies(site, rec)?;
     let wanted = with_dependencies(&deps, services);
     let containers: Vec<ContainerInfo> = engine
         .project_containers(&rec.name)?

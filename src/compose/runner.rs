@@ -189,10 +189,21 @@ fn find(only: Option<ComposeFlavor>) -> Result<Found> {
             }
         }
     }
-    bail!(
-        "neither `docker compose` (v2) nor `docker-compose` (v1) works here: install the \
-         Docker Compose plugin (package docker-compose-plugin) or docker-compose"
-    )
+    match order {
+        [ComposeFlavor::V2] => bail!(
+            "compose v2 (`docker compose`) does not work here, and v2 was asked for: install \
+             the Docker Compose plugin (package docker-compose-plugin, or set DOCKER_CONFIG to \
+             a folder whose cli-plugins/ holds it), or unset UPKEEP_COMPOSE"
+        ),
+        [ComposeFlavor::V1] => bail!(
+            "compose v1 (`docker-compose`) does not work here, and v1 was asked for: install \
+             docker-compose, or unset UPKEEP_COMPOSE"
+        ),
+        _ => bail!(
+            "neither `docker compose` (v2) nor `docker-compose` (v1) works here: install the \
+             Docker Compose plugin (package docker-compose-plugin) or docker-compose"
+        ),
+    }
 }
 
 fn base_command(flavor: ComposeFlavor) -> Command {
