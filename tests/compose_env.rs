@@ -32,12 +32,10 @@ fn container_env(project: &str, service: &str, var: &str) -> Option<String> {
         .args(["inspect", "-f", "{{json .Config.Env}}", &id])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let env: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        panic!("docker inspect {id}: {e}: {err}")
+    });
     let prefix = format!("{var}=");
     env.iter()
         .find_map(|e| e.strip_prefix(&prefix).map(str::to_string))
