@@ -104,6 +104,11 @@ fn profile_detection_finds_each_vendors_postgres_or_says_there_is_none() {
             let vendor =
                 ComposeFile::resolve(&compose, &release.project(&name, &release.vendor_file()))
                     .unwrap_or_else(|e| panic!("{case} ({flavor:?}): {e:#}"));
+            let images = vendor.images().unwrap();
+            assert!(
+                images.values().all(|i| !i.contains('$')),
+                "{case} ({flavor:?}): compose expands variables in image names: {images:?}"
+            );
             let detected = profile::detect(&release.root, &release.root, &vendor)
                 .unwrap_or_else(|e| panic!("{case} ({flavor:?}): {e:#}"))
                 .postgres;
