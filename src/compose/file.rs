@@ -9,15 +9,18 @@
 //! resolved.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde_yaml_ng::Value;
 
+use super::env::read_env_text;
 use super::model::{self, Model, Mount, MountKind, PublishedPort};
 use super::naming::normalize_project_name;
 use super::rewrite::{self, InstanceRewrite};
-use super::runner::{Compose, Project};
+use super::runner::{Compose, ComposeFlavor, Project};
 
 #[derive(Debug, Clone)]
 pub struct ComposeFile {
@@ -49,7 +52,7 @@ impl ComposeFile {
             .with_context(|| format!("reading compose file {}", project.file.display()))?;
         let source =
             read_source(&text).with_context(|| format!("in {}", project.file.display()))?;
-        let model = Model::new(compose.config(project)?)?;
+        let model = Model::new(resolved_config(compose, project, &text)?)?;
         Ok(ComposeFile { source, model })
     }
 
@@ -156,6 +159,32 @@ impl ComposeFile {
     pub fn effective(&self, rewrite: &InstanceRewrite) -> Result<String> {
         rewrite::effective(&self.source, &self.model, rewrite)
     }
+}
+
+/// `compose config` for `project`, once per process for the same file text
+/// and `.env`: one command resolves the same file several times, and
+/// compose v1 takes most of a second to start. (`env_file` contents are not
+/// in the key: they only fill services' environment, which upkeep reads
+/// from the containers.)
+fn resolved_config(compose: &Compose, project: &Project, text: &str) -> Result<Value> {
+    type Key = (ComposeFlavor, String, PathBuf, PathBuf, u64);
+    static CACHE: Mutex<BTreeMap<Key, Value>> = Mutex::new(BTreeMap::new());
+    let mut inputs = DefaultHasher::new();
+    text.hash(&mut inputs);
+    read_env_text(&project.directory)?.hash(&mut inputs);
+    let key = (
+        compose.flavor()?,
+        project.name.clone(),
+        project.directory.clone(),
+        project.file.clone(),
+        inputs.finish(),
+    );
+    if let Some(model) = CACHE.lock().expect("cache lock").get(&key) {
+        return Ok(model.clone());
+    }
+    let model = compose.config(project)?;
+    CACHE.lock().expect("cache lock").insert(key, model.clone());
+    Ok(model)
 }
 
 fn read_source(text: &str) -> Result<Value> {
