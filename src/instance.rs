@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, copy_tree};
-use crate::compose::env::read_env_file;
-use crate::compose::file::{InstanceRewrite, PublishedPort};
+use crate::compose::model::PublishedPort;
 use crate::compose::naming::{check_project_name, normalize_project_name};
+use crate::compose::rewrite::InstanceRewrite;
 use crate::compose::runner::Project;
 use crate::compose::{Compose, ComposeFile};
 use crate::docker::{ContainerInfo, Engine};
@@ -164,10 +164,9 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
         site.instance_homes_dir().join(&name)
     };
     let compose = vendor_compose(&release_dir)?;
-    let env = read_env_file(&release_dir)?;
     let mut volumes = BTreeMap::new();
     for key in compose.volume_keys() {
-        let fixed = compose.volume_name(&key, &env)?;
+        let fixed = compose.volume_name(&key);
         // The vendor's fixed name is the default copy's, as with plain
         // compose; any other copy gets names of its own.
         let volume = match fixed {
@@ -176,7 +175,7 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
         };
         volumes.insert(key, volume);
     }
-    let ports = assign_ports(site, &name, &compose.published_ports(&env)?)?;
+    let ports = assign_ports(site, &name, &compose.published_ports()?)?;
     Ok(InstanceRecord {
         name,
         release: version.to_string(),
@@ -193,10 +192,9 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
 pub fn naming_notes(site: &Site, rec: &InstanceRecord) -> Result<Vec<String>> {
     let release_dir = site.release_dir(&rec.release);
     let compose = vendor_compose(&release_dir)?;
-    let env = read_env_file(&release_dir)?;
     let mut notes = Vec::new();
     for (key, volume) in &rec.volumes {
-        match compose.volume_name(key, &env)? {
+        match compose.volume_name(key) {
             Some(fixed) if &fixed == volume => notes.push(format!(
                 "volume {key} keeps the vendor's fixed name {fixed}"
             )),
@@ -320,7 +318,13 @@ impl InstanceRecord {
     /// Writes the effective compose file from the vendor file as it is now.
     fn write_effective(&self, site: &Site) -> Result<()> {
         let release_dir = site.release_dir(&self.release);
-        let compose = vendor_compose(&release_dir)?;
+        let vendor_file = bundle::compose_file_in(&release_dir)
+            .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
+        // Resolved with the instance's own .env: its ports are remapped.
+        let compose = ComposeFile::resolve(
+            &Compose::default(),
+            &Project::new(&self.name, &self.home, &vendor_file),
+        )?;
         let rewrite = InstanceRewrite {
             volume_names: self.volumes.clone(),
             host_ports: self
@@ -338,7 +342,7 @@ impl InstanceRecord {
             ),
             labels: crate::ownership::labels(site, &self.name),
         };
-        let text = compose.effective(&rewrite, &read_env_file(&self.home)?)?;
+        let text = compose.effective(&rewrite)?;
         durable::write_atomic(&effective_file(site, &self.name), text.as_bytes(), 0o600)
     }
 }
@@ -506,17 +510,16 @@ enum Condition {
     CompletedSuccessfully,
 }
 
-/// Service → the services it depends on, from the effective compose file
-/// (a list means `service_started`).
-fn dependencies(site: &Site, name: &str) -> Result<BTreeMap<String, Vec<(String, Condition)>>> {
-    let text = fs::read_to_string(effective_file(site, name))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+/// Service → the services it depends on, as compose resolves the effective
+/// file (anchors, `extends`; a list means `service_started`).
+fn dependencies(
+    site: &Site,
+    rec: &InstanceRecord,
+) -> Result<BTreeMap<String, Vec<(String, Condition)>>> {
+    let resolved = ComposeFile::resolve(&Compose::default(), &rec.project(site))?;
     let mut out = BTreeMap::new();
-    let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
-        return Ok(out);
-    };
-    for (svc, def) in services {
-        let Some(svc) = svc.as_str() else { continue };
+    for svc in resolved.service_names() {
+        let def = resolved.service(&svc).expect("a resolved service");
         let mut deps = Vec::new();
         match def.get("depends_on") {
             Some(serde_yaml_ng::Value::Sequence(list)) => {
@@ -540,7 +543,7 @@ fn dependencies(site: &Site, name: &str) -> Result<BTreeMap<String, Vec<(String,
             }
             _ => {}
         }
-        out.insert(svc.to_string(), deps);
+        out.insert(svc, deps);
     }
     Ok(out)
 }
@@ -581,7 +584,7 @@ pub fn start_created(
     let deadline = Instant::now() + timeout;
     crate::ownership::Guard::new(site, engine)?.check_project(&rec.name)?;
     engine.remove_twins(&rec.name)?;
-    let deps = dependencies(site, &rec.name)?;
+    let deps = dependencies(site, rec)?;
     let wanted = with_dependencies(&deps, services);
     let containers: Vec<ContainerInfo> = engine
         .project_containers(&rec.name)?

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle;
-use crate::compose::env::read_env_file;
 use crate::compose::ComposeFile;
 use crate::docker::Engine;
 use crate::durable::{self, free_bytes, human_bytes};
@@ -113,7 +112,7 @@ pub fn install(
     let checksums_verified = bundle::verify_checksums(&root)?;
     let compose_path = bundle::compose_file_in(&root).expect("unpack found it");
     let compose = ComposeFile::load(&compose_path)?;
-    compose.images(&read_env_file(&root)?)?;
+    compose.images()?;
     let archive = bundle::image_archive_in(&root);
     let loaded = match (&archive, opts.skip_load) {
         (Some(archive), false) => load_archive(engine, archive)?,
@@ -381,7 +380,7 @@ pub fn compose_edited(site: &Site, version: &str) -> Result<bool> {
 pub fn images(dir: &Path) -> Result<BTreeMap<String, String>> {
     let compose_path = bundle::compose_file_in(dir)
         .with_context(|| format!("{} holds no docker-compose.yml", dir.display()))?;
-    ComposeFile::load(&compose_path)?.images(&read_env_file(dir)?)
+    ComposeFile::load(&compose_path)?.images()
 }
 
 /// Status of every installed release; `instances_of` names each one's instances.

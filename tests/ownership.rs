@@ -121,7 +121,10 @@ fn an_install_made_by_hand_is_adopted_backed_up_upgraded_and_rolled_back() {
     // Given the vendor's bundle later, the hand edits are told apart.
     let bundle_file = bundle("v1.0.0");
     let out = site.ok(&["adopt", &second, "--bundle", bundle_file.to_str().unwrap()]);
-    assert!(out.contains("docker-compose.yml differs from the bundle"), "{out}");
+    assert!(
+        out.contains("docker-compose.yml differs from the bundle"),
+        "{out}"
+    );
     assert_eq!(site.json(&["releases"])[0]["compose_edited"], true);
     let rec = site.json(&["status", &second]);
     let volumes: Vec<&str> = rec[0]["volumes"]
@@ -157,7 +160,10 @@ fn an_install_made_by_hand_is_adopted_backed_up_upgraded_and_rolled_back() {
         .as_str()
         .unwrap()
         .to_string();
-    psql(&first, "INSERT INTO notes VALUES (99999, 'after the backup')");
+    psql(
+        &first,
+        "INSERT INTO notes VALUES (99999, 'after the backup')",
+    );
     let err = site.fails(&["restore", &id, "--into", &version]);
     assert!(err.contains("--force"), "{err}");
     site.ok(&["restore", &id, "--into", &version, "--force"]);

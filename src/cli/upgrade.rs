@@ -144,6 +144,12 @@ fn report(j: &Journal, out: &Output) -> Result<()> {
             if !c.env_carried.is_empty() {
                 t += &format!("\nyour .env values carried: {}", c.env_carried.join(", "));
             }
+            if !c.env_dropped.is_empty() {
+                t += &format!(
+                    "\n.env keys the new release no longer has, kept at the end of .env: {}",
+                    c.env_dropped.join(", ")
+                );
+            }
             for x in &c.conflicts {
                 t += &format!("\nconflict: {x}");
             }

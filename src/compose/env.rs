@@ -1,52 +1,203 @@
-//! Compose's `.env` file and `${VAR}` interpolation, so upkeep reads a
-//! release's image names, ports and credentials exactly as compose will.
+//! Compose's `.env` file as the administrator wrote it: split into entries
+//! (one `KEY=value` assignment, which a quoted value may stretch over several
+//! lines, or any other line), each kept byte for byte so that carrying it
+//! into a new release never re-quotes it.
+//!
+//! The values upkeep needs to act on (image names, ports, credentials) come
+//! from compose's own resolution (`compose config`) or from the containers'
+//! environment, never from here: dotenv dialects differ between compose v1
+//! (python-dotenv) and v2 (compose-go), and a guess would change secrets.
+//! [`parse_env`] decodes plain values for reports and plans only.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-/// Variables from a `.env` file, in file order of last assignment.
+/// Variables from a `.env` file, by key (the last assignment wins).
 pub type EnvMap = BTreeMap<String, String>;
 
-/// Parses dotenv text: `KEY=value`, optional `export `, quotes, comments.
-pub fn parse_env(text: &str) -> EnvMap {
-    let mut vars = EnvMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// One entry of a `.env` file, exactly as written, line ending included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvEntry {
+    /// The variable it assigns; `None` for comments, blank and other lines.
+    pub key: Option<String>,
+    pub raw: String,
+}
+
+impl EnvEntry {
+    /// The entry without its final line ending, for comparing two files'
+    /// lines (a `\r` stays: a CRLF line is the administrator's own).
+    pub fn text(&self) -> &str {
+        self.raw.strip_suffix('\n').unwrap_or(&self.raw)
+    }
+
+    /// The raw text, ending in a newline even when it was the file's last
+    /// line without one.
+    pub fn line(&self) -> String {
+        let mut line = self.raw.clone();
+        if !line.ends_with('\n') {
+            line.push('\n');
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
+        line
+    }
+
+    /// The value as written after `=`, quotes and comment included.
+    fn written_value(&self) -> &str {
+        self.text()
+            .split_once('=')
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    }
+}
+
+/// Splits dotenv text into entries; concatenating their `raw` gives `text`
+/// back unchanged.
+pub fn split_entries(text: &str) -> Vec<EnvEntry> {
+    let mut entries = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let first_end = line_end(rest, 0);
+        let key = assigned_key(&rest[..first_end]);
+        let end = match key {
+            Some(_) => assignment_end(rest, first_end),
+            None => first_end,
         };
-        vars.insert(key.trim().to_string(), unquote(value.trim()));
+        entries.push(EnvEntry {
+            key,
+            raw: rest[..end].to_string(),
+        });
+        rest = &rest[end..];
     }
-    vars
+    entries
 }
 
-fn unquote(value: &str) -> String {
-    for q in ['"', '\''] {
-        if value.len() >= 2 && value.starts_with(q) && value.ends_with(q) {
-            return value[1..value.len() - 1].to_string();
+/// The index just past the line ending of the line holding `from`.
+fn line_end(text: &str, from: usize) -> usize {
+    text[from..].find('\n').map_or(text.len(), |i| from + i + 1)
+}
+
+/// The key a line assigns: `KEY=…` or `export KEY=…`, leading blanks allowed.
+fn assigned_key(line: &str) -> Option<String> {
+    let line = line.trim_start();
+    if line.starts_with('#') {
+        return None;
+    }
+    let line = match line.strip_prefix("export") {
+        Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start(),
+        _ => line,
+    };
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim_end();
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    valid.then(|| key.to_string())
+}
+
+/// Where the assignment starting at the beginning of `text` ends: at the end
+/// of its first line (`first_end`), or of the line that closes its quoted
+/// value. An unclosed quote ends at its own line, so one typo never swallows
+/// the rest of the file.
+fn assignment_end(text: &str, first_end: usize) -> usize {
+    let eq = text.find('=').expect("an assignment has `=`");
+    let value = text[eq + 1..first_end].trim_start_matches([' ', '\t']);
+    let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        return first_end;
+    };
+    let open = first_end - value.len();
+    match closing_quote(&text[open + 1..], quote) {
+        Some(i) => line_end(text, open + 1 + i),
+        None => first_end,
+    }
+}
+
+/// Index of the quote closing a value, skipping backslash-escaped ones (as
+/// compose-go does for both kinds of quote).
+fn closing_quote(body: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            c if c == quote => return Some(i),
+            _ => {}
         }
     }
-    // An unquoted value ends at an inline comment.
-    match value.find(" #") {
-        Some(i) => value[..i].trim_end().to_string(),
-        None => value.to_string(),
-    }
+    None
 }
 
-/// Reads `<dir>/.env`; empty when the file does not exist.
-pub fn read_env_file(dir: &Path) -> Result<EnvMap> {
+/// Reads dotenv text into variables, for reports and plans (see the module
+/// note: decisions use compose's resolution). Single quotes are literal,
+/// double quotes take `\n`, `\t`, `\\`, `\"` escapes, an unquoted value ends
+/// at ` #`; `${VAR}` references are left as written.
+pub fn parse_env(text: &str) -> EnvMap {
+    split_entries(text)
+        .into_iter()
+        .filter_map(|e| Some((e.key.clone()?, decode_value(e.written_value()))))
+        .collect()
+}
+
+fn decode_value(written: &str) -> String {
+    let value = written.trim_start_matches([' ', '\t']);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        if let Some(end) = closing_quote(&value[1..], q) {
+            let inner = &value[1..1 + end];
+            return if q == '"' {
+                unescape(inner)
+            } else {
+                inner.to_string()
+            };
+        }
+    }
+    if value.starts_with('#') {
+        return String::new();
+    }
+    let value = match value.find(" #").or_else(|| value.find("\t#")) {
+        Some(i) => &value[..i],
+        None => value,
+    };
+    value.trim_end().to_string()
+}
+
+fn unescape(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other @ ('\\' | '"' | '\'' | '$')) => out.push(other),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The text of `<dir>/.env`; empty when the file does not exist.
+pub fn read_env_text(dir: &Path) -> Result<String> {
     let path = dir.join(".env");
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(parse_env(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EnvMap::new()),
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Reads `<dir>/.env` with [`parse_env`]; empty when the file does not exist.
+pub fn read_env_file(dir: &Path) -> Result<EnvMap> {
+    Ok(parse_env(&read_env_text(dir)?))
 }
 
 /// Expands `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
@@ -143,6 +294,43 @@ mod tests {
         assert_eq!(v["C"], "x # y");
         assert_eq!(v["D"], "4");
         assert_eq!(v["E"], "");
+        let v = parse_env("K= # c\nQ=\"s3cret\" # c\nI=\"it's\"\nS='pa$word'\nN=\"a\\nb\"\n");
+        assert_eq!(v["K"], "", "a comment is not a value");
+        assert_eq!(v["Q"], "s3cret");
+        assert_eq!(v["I"], "it's");
+        assert_eq!(v["S"], "pa$word");
+        assert_eq!(v["N"], "a\nb");
+    }
+
+    #[test]
+    fn entries_are_kept_byte_for_byte_and_span_quoted_lines() {
+        let text = "# head\r\nexport K=\"keep # this\"\r\n\nM=\"line one\nline \\\" two\"\nU='open\nNEXT=1\n  SP = x\nnot an assignment\nLAST=no-newline";
+        let entries = split_entries(text);
+        let joined: String = entries.iter().map(|e| e.raw.as_str()).collect();
+        assert_eq!(joined, text);
+        let keys: Vec<Option<&str>> = entries.iter().map(|e| e.key.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [
+                None,
+                Some("K"),
+                None,
+                Some("M"),
+                Some("U"),
+                Some("NEXT"),
+                Some("SP"),
+                None,
+                Some("LAST")
+            ]
+        );
+        assert_eq!(entries[1].raw, "export K=\"keep # this\"\r\n");
+        assert_eq!(entries[3].raw, "M=\"line one\nline \\\" two\"\n");
+        assert_eq!(
+            entries[4].raw, "U='open\n",
+            "an unclosed quote ends at its line"
+        );
+        assert_eq!(entries[8].line(), "LAST=no-newline\n");
+        assert_eq!(parse_env(text)["M"], "line one\nline \" two");
     }
 
     #[test]

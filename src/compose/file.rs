@@ -1,403 +1,216 @@
-//! A compose file as data: the services' images, named volumes, published
-//! ports and mounts, and the generation of an instance's effective file.
+//! A vendor's compose file: what compose says it means, and the document an
+//! instance's effective file is generated from.
 //!
-//! Instances never run the vendor file with an override: compose v1 appends
-//! override `ports:` to the vendor's instead of replacing them, so a copy
-//! could never drop the vendor's host port. upkeep therefore writes a full
-//! effective file (vendor content with volume names, host ports and fixed
-//! names rewritten) and passes only that with `-f`; the vendor file itself is
-//! never touched.
+//! Every decision (services, images, mounts, ports, the Postgres service)
+//! reads the model `compose config` resolves with the instance's `.env`:
+//! compose is the authority on anchors, merge keys, `extends`, `env_file`,
+//! profiles and variables. upkeep's own YAML handling is limited to the
+//! rewrite in [`super::rewrite`], on the vendor document with its merge keys
+//! resolved.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use serde_yaml_ng::{Mapping, Value};
+use anyhow::{Context, Result};
+use serde_yaml_ng::Value;
 
-use super::env::{interpolate, EnvMap};
+use super::env::read_env_text;
+use super::model::{self, Model, Mount, MountKind, PublishedPort};
+use super::naming::normalize_project_name;
+use super::rewrite::{self, InstanceRewrite};
+use super::runner::{Compose, ComposeFlavor, Project};
 
 #[derive(Debug, Clone)]
 pub struct ComposeFile {
-    doc: Value,
-}
-
-/// One published port of one service, as compose will bind it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PublishedPort {
-    pub service: String,
-    /// Position in the service's `ports:` list.
-    pub index: usize,
-    pub host_ip: Option<String>,
-    /// `None` for an ephemeral host port (compose picks one).
-    pub published: Option<u16>,
-    pub target: String,
-    pub protocol: Option<String>,
-}
-
-/// What an instance changes in the vendor file.
-#[derive(Debug, Clone, Default)]
-pub struct InstanceRewrite {
-    /// Volume key → Docker volume name.
-    pub volume_names: BTreeMap<String, String>,
-    /// (service, index) → host port to publish instead of the vendor's.
-    pub host_ports: BTreeMap<(String, usize), u16>,
-    /// Prefix for fixed `container_name:` and network `name:` values, so
-    /// copies of one release do not collide; `None` keeps them.
-    pub name_prefix: Option<String>,
-    /// Comment placed at the top of the generated file.
-    pub header: String,
-    /// Labels put on every service's containers and on the networks
-    /// compose creates (the site's ownership labels).
-    pub labels: BTreeMap<String, String>,
+    /// The vendor's document, merge keys resolved.
+    source: Value,
+    /// What compose resolved it to.
+    model: Model,
 }
 
 impl ComposeFile {
+    /// The file at `path` as compose resolves it in its own folder, with the
+    /// `.env` there.
     pub fn load(path: &Path) -> Result<ComposeFile> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading compose file {}", path.display()))?;
-        ComposeFile::parse(&text).with_context(|| format!("in {}", path.display()))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let folder = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let name = Some(normalize_project_name(&folder))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "upkeep".into());
+        ComposeFile::resolve(&Compose::default(), &Project::new(&name, dir, path))
     }
 
+    /// `project.file` as compose resolves it for `project`: its folder's
+    /// `.env`, its name.
+    pub fn resolve(compose: &Compose, project: &Project) -> Result<ComposeFile> {
+        let text = std::fs::read_to_string(&project.file)
+            .with_context(|| format!("reading compose file {}", project.file.display()))?;
+        let source =
+            read_source(&text).with_context(|| format!("in {}", project.file.display()))?;
+        let model = Model::new(resolved_config(compose, project, &text)?)?;
+        Ok(ComposeFile { source, model })
+    }
+
+    /// A compose document read without compose, for checks that must not
+    /// run it (bundle inspection, fuzzing): variables stay unexpanded and
+    /// `extends` unapplied; anchors and merge keys are resolved.
     pub fn parse(text: &str) -> Result<ComposeFile> {
-        let doc: Value = serde_yaml_ng::from_str(text).context("not valid compose YAML")?;
-        if !doc.get("services").is_some_and(Value::is_mapping) {
-            bail!("no `services:` section: this is not a compose file upkeep can run");
-        }
-        Ok(ComposeFile { doc })
+        let source = read_source(text)?;
+        let model = Model::new(source.clone())?;
+        Ok(ComposeFile { source, model })
     }
 
-    fn services_map(&self) -> &Mapping {
-        self.doc["services"].as_mapping().expect("checked in parse")
+    /// The model compose resolved, as it printed it (v2's JSON and v1's
+    /// YAML differ in shape: prefer the accessors below).
+    pub fn resolved(&self) -> &Value {
+        self.model.doc()
     }
 
     pub fn service_names(&self) -> Vec<String> {
-        self.services_map().keys().filter_map(key_str).collect()
+        self.model.services().map(|(name, _)| name).collect()
     }
 
-    /// Service → image reference, interpolated with `env`.
-    pub fn images(&self, env: &EnvMap) -> Result<BTreeMap<String, String>> {
-        let mut images = BTreeMap::new();
-        for (name, svc) in self.services_map() {
-            if let (Some(name), Some(image)) = (key_str(name), svc["image"].as_str()) {
-                let image =
-                    interpolate(image, env).with_context(|| format!("image of service {name}"))?;
-                images.insert(name, image);
-            }
-        }
-        Ok(images)
+    /// The service as compose resolved it (health check, `depends_on`,
+    /// profiles, environment …).
+    pub fn service(&self, name: &str) -> Option<&Value> {
+        self.model.service(name)
+    }
+
+    /// Service → image reference, variables expanded by compose.
+    pub fn images(&self) -> Result<BTreeMap<String, String>> {
+        Ok(model::images(&self.model))
     }
 
     /// Top-level named volumes that the instance owns (not `external`).
     pub fn volume_keys(&self) -> Vec<String> {
-        let Some(vols) = self.doc["volumes"].as_mapping() else {
+        self.volume_keys_where(|external| !external)
+    }
+
+    /// Top-level volumes declared `external`: created by someone else.
+    pub fn external_volume_keys(&self) -> Vec<String> {
+        self.volume_keys_where(|external| external)
+    }
+
+    /// Keys come from the vendor document: compose v2 leaves volumes no
+    /// service mounts out of its model, v1 keeps them.
+    fn volume_keys_where(&self, keep: impl Fn(bool) -> bool) -> Vec<String> {
+        let Some(vols) = self.source["volumes"].as_mapping() else {
             return Vec::new();
         };
         vols.iter()
-            .filter(|(_, v)| !is_true(&v["external"]))
-            .filter_map(|(k, _)| key_str(k))
+            .filter_map(|(k, decl)| {
+                let key = k.as_str()?;
+                let decl = self.model_volume(key).unwrap_or(decl);
+                keep(model::is_external(decl)).then(|| key.to_string())
+            })
             .collect()
+    }
+
+    fn model_volume(&self, key: &str) -> Option<&Value> {
+        self.model.section("volumes").and_then(|v| v.get(key))
+    }
+
+    /// The fixed Docker name the vendor gives volume `key` (`name:`,
+    /// variables expanded), which an instance keeping the vendor's names
+    /// must use; `None` when compose derives it from the project name.
+    pub fn volume_name(&self, key: &str) -> Option<String> {
+        let declared = self.source["volumes"].get(key)?.get("name")?;
+        self.model_volume(key)
+            .and_then(|v| v.get("name"))
+            .or(Some(declared))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The service's mounts, as compose resolved them (relative bind
+    /// sources made absolute).
+    pub fn mounts(&self, service: &str) -> Result<Vec<Mount>> {
+        self.model.mounts(service)
     }
 
     /// Services that mount the named volume `key`, with the mount path.
     pub fn volume_mounts(&self, key: &str) -> Vec<(String, String)> {
-        let mut mounts = Vec::new();
-        for (name, svc) in self.services_map() {
-            let Some(list) = svc["volumes"].as_sequence() else {
-                continue;
-            };
-            for entry in list {
-                let (source, target) = match entry {
-                    Value::String(s) => {
-                        let mut parts = s.split(':');
-                        (
-                            parts.next().map(str::to_string),
-                            parts.next().map(str::to_string),
-                        )
-                    }
-                    Value::Mapping(_) => (
-                        entry["source"].as_str().map(str::to_string),
-                        entry["target"].as_str().map(str::to_string),
-                    ),
-                    _ => (None, None),
-                };
-                if let (Some(source), Some(target), Some(name)) = (source, target, key_str(name)) {
-                    if source == key {
-                        mounts.push((name, target));
-                    }
+        let mut out = Vec::new();
+        for name in self.service_names() {
+            for m in self.mounts(&name).unwrap_or_default() {
+                if m.kind == MountKind::Volume && m.source.as_deref() == Some(key) {
+                    out.push((name.clone(), m.target));
                 }
             }
         }
-        mounts
+        out
     }
 
-    /// Every published port, interpolated with `env`.
-    pub fn published_ports(&self, env: &EnvMap) -> Result<Vec<PublishedPort>> {
+    /// Every published port with a fixed host port.
+    pub fn published_ports(&self) -> Result<Vec<PublishedPort>> {
         let mut ports = Vec::new();
-        for (name, svc) in self.services_map() {
-            let (Some(service), Some(list)) = (key_str(name), svc["ports"].as_sequence()) else {
-                continue;
-            };
-            for (index, entry) in list.iter().enumerate() {
-                let port = parse_port(&service, index, entry, env)
-                    .with_context(|| format!("port #{} of service {service}", index + 1))?;
-                ports.extend(port);
-            }
+        for name in self.service_names() {
+            ports.extend(self.model.ports(&name)?.into_iter().flatten());
         }
         Ok(ports)
     }
 
     /// The instance's effective compose file as YAML text.
-    pub fn effective(&self, rewrite: &InstanceRewrite, env: &EnvMap) -> Result<String> {
-        let mut doc = self.doc.clone();
-        rewrite_volumes(&mut doc, &rewrite.volume_names);
-        let ports = self.published_ports(env)?;
-        let services = doc["services"].as_mapping_mut().expect("checked in parse");
-        for port in &ports {
-            let Some(&host_port) = rewrite.host_ports.get(&(port.service.clone(), port.index))
-            else {
-                continue;
-            };
-            let svc = services
-                .get_mut(port.service.as_str())
-                .expect("port came from this service");
-            svc["ports"][port.index] = Value::String(short_port(port, host_port));
-        }
-        if let Some(prefix) = &rewrite.name_prefix {
-            for (_, svc) in services.iter_mut() {
-                prefix_string(svc, "container_name", prefix);
-            }
-            if let Some(nets) = doc.get_mut("networks").and_then(Value::as_mapping_mut) {
-                for (_, net) in nets.iter_mut() {
-                    if !is_true(&net["external"]) {
-                        prefix_string(net, "name", prefix);
-                    }
-                }
-            }
-        }
-        add_labels(&mut doc, &rewrite.labels);
-        let body = serde_yaml_ng::to_string(&doc)?;
-        Ok(format!("{}{body}", rewrite.header))
+    pub fn effective(&self, rewrite: &InstanceRewrite) -> Result<String> {
+        rewrite::effective(&self.source, &self.model, rewrite)
     }
 }
 
-impl ComposeFile {
-    /// The vendor's fixed `name:` of top-level volume `key`, if it gives one.
-    pub fn volume_name(&self, key: &str, env: &EnvMap) -> Result<Option<String>> {
-        match self.doc["volumes"][key].get("name") {
-            Some(name) => value_text(name, env),
-            None => Ok(None),
-        }
+/// `compose config` for `project`, once per process for the same file text
+/// and `.env`: one command resolves the same file several times, and
+/// compose v1 takes most of a second to start. (`env_file` contents are not
+/// in the key: they only fill services' environment, which upkeep reads
+/// from the containers.)
+fn resolved_config(compose: &Compose, project: &Project, text: &str) -> Result<Value> {
+    type Key = (ComposeFlavor, String, PathBuf, PathBuf, u64);
+    static CACHE: Mutex<BTreeMap<Key, Value>> = Mutex::new(BTreeMap::new());
+    let mut inputs = DefaultHasher::new();
+    text.hash(&mut inputs);
+    read_env_text(&project.directory)?.hash(&mut inputs);
+    let key = (
+        compose.flavor()?,
+        project.name.clone(),
+        project.directory.clone(),
+        project.file.clone(),
+        inputs.finish(),
+    );
+    if let Some(model) = CACHE.lock().expect("cache lock").get(&key) {
+        return Ok(model.clone());
     }
+    let model = compose.config(project)?;
+    CACHE.lock().expect("cache lock").insert(key, model.clone());
+    Ok(model)
 }
 
-/// Adds `labels` to every service and to every network compose creates
-/// (the default one included), in the list or mapping form the file uses.
-fn add_labels(doc: &mut Value, labels: &BTreeMap<String, String>) {
-    if labels.is_empty() {
-        return;
-    }
-    if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
-        for (_, svc) in services.iter_mut() {
-            if svc.is_mapping() {
-                merge_labels(svc, labels);
-            }
-        }
-    }
-    let Some(root) = doc.as_mapping_mut() else {
-        return;
-    };
-    let nets = root
-        .entry(Value::String("networks".into()))
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
-    if nets.is_null() {
-        *nets = Value::Mapping(Mapping::new());
-    }
-    let Some(nets) = nets.as_mapping_mut() else {
-        return;
-    };
-    nets.entry(Value::String("default".into()))
-        .or_insert(Value::Null);
-    for (_, net) in nets.iter_mut() {
-        if net.is_null() {
-            *net = Value::Mapping(Mapping::new());
-        }
-        if net.is_mapping() && !is_true(&net["external"]) {
-            merge_labels(net, labels);
-        }
-    }
-}
-
-fn merge_labels(parent: &mut Value, labels: &BTreeMap<String, String>) {
-    let map = parent.as_mapping_mut().expect("checked by the caller");
-    let entry = map
-        .entry(Value::String("labels".into()))
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
-    match entry {
-        Value::Sequence(list) => {
-            list.retain(|l| {
-                !l.as_str()
-                    .and_then(|l| l.split_once('='))
-                    .is_some_and(|(k, _)| labels.contains_key(k))
-            });
-            list.extend(
-                labels
-                    .iter()
-                    .map(|(k, v)| Value::String(format!("{k}={v}"))),
-            );
-        }
-        Value::Mapping(m) => {
-            for (k, v) in labels {
-                m.insert(Value::String(k.clone()), Value::String(v.clone()));
-            }
-        }
-        other => {
-            *other = Value::Mapping(
-                labels
-                    .iter()
-                    .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
-                    .collect(),
-            );
-        }
-    }
-}
-
-fn rewrite_volumes(doc: &mut Value, names: &BTreeMap<String, String>) {
-    let Some(vols) = doc.get_mut("volumes").and_then(Value::as_mapping_mut) else {
-        return;
-    };
-    for (key, name) in names {
-        let Some(entry) = vols.get_mut(key.as_str()) else {
-            continue;
-        };
-        if entry.is_null() {
-            *entry = Value::Mapping(Mapping::new());
-        }
-        entry["name"] = Value::String(name.clone());
-    }
-}
-
-/// Prefixes `parent[key]` when it is a string. (Indexing a `Value` mutably
-/// would insert a null for a missing key, which compose rejects.)
-fn prefix_string(parent: &mut Value, key: &str, prefix: &str) {
-    if let Some(v) = parent.get_mut(key) {
-        if let Some(s) = v.as_str() {
-            *v = Value::String(format!("{prefix}-{s}"));
-        }
-    }
-}
-
-fn short_port(port: &PublishedPort, host_port: u16) -> String {
-    let ip = port
-        .host_ip
-        .as_deref()
-        .map(|ip| format!("{ip}:"))
-        .unwrap_or_default();
-    let proto = port
-        .protocol
-        .as_deref()
-        .map(|p| format!("/{p}"))
-        .unwrap_or_default();
-    format!("{ip}{host_port}:{}{proto}", port.target)
-}
-
-fn parse_port(
-    service: &str,
-    index: usize,
-    entry: &Value,
-    env: &EnvMap,
-) -> Result<Option<PublishedPort>> {
-    let mut port = PublishedPort {
-        service: service.to_string(),
-        index,
-        host_ip: None,
-        published: None,
-        target: String::new(),
-        protocol: None,
-    };
-    match entry {
-        // A bare container port publishes nothing fixed.
-        Value::Number(_) => return Ok(None),
-        Value::String(raw) => {
-            let text = interpolate(raw, env)?;
-            let (spec, proto) = match text.split_once('/') {
-                Some((s, p)) => (s.to_string(), Some(p.to_string())),
-                None => (text.clone(), None),
-            };
-            port.protocol = proto;
-            let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
-            match parts.as_slice() {
-                [_target] => return Ok(None),
-                [target, published] => {
-                    port.target = target.to_string();
-                    port.published = parse_host_port(published)?;
-                }
-                [target, published, ip] => {
-                    port.target = target.to_string();
-                    port.published = parse_host_port(published)?;
-                    port.host_ip = Some(ip.to_string());
-                }
-                _ => unreachable!("rsplitn(3) yields 1 to 3 parts"),
-            }
-        }
-        Value::Mapping(_) => {
-            port.target =
-                value_text(&entry["target"], env)?.context("long-syntax port without `target`")?;
-            port.published = match value_text(&entry["published"], env)? {
-                Some(p) => parse_host_port(&p)?,
-                None => None,
-            };
-            port.host_ip = value_text(&entry["host_ip"], env)?;
-            port.protocol = value_text(&entry["protocol"], env)?;
-        }
-        other => bail!("unsupported port entry {other:?}"),
-    }
-    Ok(Some(port))
-}
-
-fn parse_host_port(text: &str) -> Result<Option<u16>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if text.contains('-') {
-        bail!("host port ranges (`{text}`) are not supported yet; publish single ports");
-    }
-    text.parse()
-        .map(Some)
-        .with_context(|| format!("`{text}` is not a host port number"))
-}
-
-fn value_text(v: &Value, env: &EnvMap) -> Result<Option<String>> {
-    Ok(match v {
-        Value::String(s) => Some(interpolate(s, env)?),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-fn key_str(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_string)
-}
-
-fn is_true(v: &Value) -> bool {
-    v.as_bool().unwrap_or(false) || v.is_mapping()
+fn read_source(text: &str) -> Result<Value> {
+    let mut doc: Value = serde_yaml_ng::from_str(text).context("not valid compose YAML")?;
+    doc.apply_merge()
+        .context("a YAML merge key (`<<:`) that does not merge a mapping")?;
+    Model::new(doc.clone())?;
+    Ok(doc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::env::parse_env;
 
     const VENDOR: &str = r#"
+x-pg: &pg
+  image: "acme/postgres:v1"
+  volumes: ["postgres_data:/var/lib/postgresql/data", "./conf:/conf:ro"]
 services:
   postgres:
-    image: "acme/postgres:${VERSION}"
-    volumes: ["postgres_data:/var/lib/postgresql/data", "./conf:/conf:ro"]
+    <<: *pg
   app:
     image: acme/app:1
     container_name: app
     ports:
-      - "127.0.0.1:${HTTP_PORT:-18080}:8080"
+      - "127.0.0.1:18080:8080"
       - "9000"
       - target: 443
         published: 18443
@@ -408,7 +221,7 @@ services:
         target: /backups
 volumes:
   postgres_data:
-  postgres_backups: {}
+  postgres_backups: {name: acme_backups}
   shared:
     external: true
 networks:
@@ -416,21 +229,27 @@ networks:
     name: grph_net
 "#;
 
-    fn env() -> EnvMap {
-        parse_env("VERSION=v1.0.0\n")
-    }
-
     #[test]
-    fn reads_images_volumes_ports_and_mounts() {
+    fn reads_images_volumes_ports_and_mounts_through_merge_keys() {
         let f = ComposeFile::parse(VENDOR).unwrap();
-        let images = f.images(&env()).unwrap();
-        assert_eq!(images["postgres"], "acme/postgres:v1.0.0");
+        let images = f.images().unwrap();
+        assert_eq!(images["postgres"], "acme/postgres:v1");
         assert_eq!(f.volume_keys(), vec!["postgres_data", "postgres_backups"]);
+        assert_eq!(f.external_volume_keys(), vec!["shared"]);
+        assert_eq!(
+            f.volume_name("postgres_backups").as_deref(),
+            Some("acme_backups")
+        );
+        assert_eq!(f.volume_name("postgres_data"), None);
+        assert_eq!(
+            f.volume_mounts("postgres_data"),
+            vec![("postgres".into(), "/var/lib/postgresql/data".into())]
+        );
         assert_eq!(
             f.volume_mounts("postgres_backups"),
             vec![("app".into(), "/backups".into())]
         );
-        let ports = f.published_ports(&env()).unwrap();
+        let ports = f.published_ports().unwrap();
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0].published, Some(18080));
         assert_eq!(ports[0].host_ip.as_deref(), Some("127.0.0.1"));
@@ -439,93 +258,9 @@ networks:
     }
 
     #[test]
-    fn effective_file_renames_volumes_ports_and_fixed_names() {
-        let f = ComposeFile::parse(VENDOR).unwrap();
-        let mut rw = InstanceRewrite {
-            name_prefix: Some("copy2".into()),
-            header: "# generated\n".into(),
-            ..Default::default()
-        };
-        rw.volume_names
-            .insert("postgres_data".into(), "copy2_postgres_data".into());
-        rw.host_ports.insert(("app".into(), 0), 18081);
-        rw.host_ports.insert(("app".into(), 2), 18444);
-        let text = f.effective(&rw, &env()).unwrap();
-        assert!(text.starts_with("# generated\n"));
-        let out = ComposeFile::parse(&text).unwrap();
-        let ports = out.published_ports(&env()).unwrap();
-        assert_eq!(ports[0].published, Some(18081));
-        assert_eq!(ports[1].published, Some(18444));
-        assert_eq!(
-            out.doc["volumes"]["postgres_data"]["name"],
-            "copy2_postgres_data"
-        );
-        assert_eq!(out.doc["services"]["app"]["container_name"], "copy2-app");
-        assert_eq!(out.doc["networks"]["grph_net"]["name"], "copy2-grph_net");
-        assert!(
-            out.doc["services"]["postgres"]
-                .get("container_name")
-                .is_none(),
-            "{text}"
-        );
-        // Untouched: the image keeps its variable for compose to expand.
-        assert_eq!(
-            out.doc["services"]["postgres"]["image"],
-            "acme/postgres:${VERSION}"
-        );
-    }
-
-    #[test]
-    fn labels_go_on_services_and_created_networks_only() {
-        let text = VENDOR.replace(
-            "    image: acme/app:1\n",
-            "    image: acme/app:1\n    labels: [\"a=b\"]\n",
-        );
-        let f = ComposeFile::parse(&text).unwrap();
-        let rw = InstanceRewrite {
-            labels: [("org.upkeep.site".to_string(), "s1".to_string())].into(),
-            ..Default::default()
-        };
-        let out = ComposeFile::parse(&f.effective(&rw, &env()).unwrap()).unwrap();
-        assert_eq!(
-            out.doc["services"]["postgres"]["labels"]["org.upkeep.site"],
-            "s1"
-        );
-        let app: Vec<&str> = out.doc["services"]["app"]["labels"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert_eq!(app, ["a=b", "org.upkeep.site=s1"]);
-        assert_eq!(
-            out.doc["networks"]["grph_net"]["labels"]["org.upkeep.site"],
-            "s1"
-        );
-        assert_eq!(
-            out.doc["networks"]["default"]["labels"]["org.upkeep.site"],
-            "s1"
-        );
-        assert!(out.doc["volumes"]["postgres_data"].get("labels").is_none());
-    }
-
-    #[test]
-    fn a_fixed_volume_name_is_read_with_its_variables() {
-        let f = ComposeFile::parse(
-            "services: {a: {image: x}}\nvolumes:\n  data:\n    name: acme_${VERSION}\n  other:\n",
-        )
-        .unwrap();
-        assert_eq!(
-            f.volume_name("data", &env()).unwrap().as_deref(),
-            Some("acme_v1.0.0")
-        );
-        assert_eq!(f.volume_name("other", &env()).unwrap(), None);
-        assert_eq!(f.volume_name("missing", &env()).unwrap(), None);
-    }
-
-    #[test]
     fn refuses_what_is_not_a_compose_file() {
         assert!(ComposeFile::parse("just: text").is_err());
         assert!(ComposeFile::parse("services: [").is_err());
+        assert!(ComposeFile::parse("services: {a: {<<: 3}}").is_err());
     }
 }

@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::bundle;
-use crate::compose::env::read_env_file;
 use crate::compose::ComposeFile;
 use crate::docker::{ComposeContainer, Engine};
 use crate::instance::{self, InstanceRecord, PortAssignment};
@@ -153,11 +152,11 @@ pub fn adopt(cx: &Ctx, name: &str, bundle_path: Option<&Path>) -> Result<Adopted
         .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
     check_config_files(name, &containers, &home, &compose_path)?;
     let vendor = ComposeFile::load(&compose_path)?;
-    let volumes = real_volumes(engine, name, &containers, &vendor, &read_env_file(&home)?)?;
+    let volumes = real_volumes(engine, name, &containers, &vendor)?;
     for volume in volumes.values() {
         guard.check_volume_not_foreign(volume, name)?;
     }
-    let ports = real_ports(&containers, &vendor, &read_env_file(&home)?)?;
+    let ports = real_ports(&containers, &vendor)?;
     let now = now_rfc3339();
     let rec = InstanceRecord {
         name: name.to_string(),
@@ -247,7 +246,6 @@ fn real_volumes(
     project: &str,
     containers: &[ComposeContainer],
     vendor: &ComposeFile,
-    env: &crate::compose::env::EnvMap,
 ) -> Result<BTreeMap<String, String>> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for c in containers {
@@ -279,7 +277,7 @@ fn real_volumes(
     for key in vendor.volume_keys() {
         if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(key) {
             let name = vendor
-                .volume_name(slot.key(), env)?
+                .volume_name(slot.key())
                 .unwrap_or_else(|| format!("{project}_{}", slot.key()));
             slot.insert(name);
         }
@@ -292,10 +290,9 @@ fn real_volumes(
 fn real_ports(
     containers: &[ComposeContainer],
     vendor: &ComposeFile,
-    env: &crate::compose::env::EnvMap,
 ) -> Result<Vec<PortAssignment>> {
     let mut out = Vec::new();
-    for port in vendor.published_ports(env)? {
+    for port in vendor.published_ports()? {
         let Some(vendor_port) = port.published else {
             continue;
         };

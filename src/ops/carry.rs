@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::compose::env::{parse_env, EnvMap};
+use crate::compose::env::{split_entries, EnvEntry};
 use crate::durable;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -21,7 +21,8 @@ pub struct CarryReport {
     pub env_carried: Vec<String>,
     /// Keys the new release adds, with its defaults.
     pub env_added: Vec<String>,
-    /// Keys the new release no longer has and the administrator never set.
+    /// Keys the new release no longer has and the administrator never set:
+    /// kept in the instance's `.env`, reported.
     pub env_dropped: Vec<String>,
     /// Files the administrator changed (or created), carried over.
     pub files_carried: Vec<String>,
@@ -29,78 +30,85 @@ pub struct CarryReport {
     pub conflicts: Vec<String>,
 }
 
-/// Merges `.env`: returns the new file's text.
+/// Merges `.env` line by line and returns the new file's text. Each
+/// assignment is compared as written (quotes, comments and line ending
+/// included) with the old release's pristine `.env`: a key the
+/// administrator never touched takes the new release's line, one they
+/// changed keeps their line byte for byte. Keys the new release adds come
+/// with its lines; keys it drops are kept at the end and reported, and so
+/// are the administrator's own keys.
 pub fn merge_env(
-    old_instance: &EnvMap,
-    old_vendor: &EnvMap,
+    old_instance_text: &str,
+    old_vendor_text: &str,
     new_default_text: &str,
     report: &mut CarryReport,
 ) -> String {
-    let new_default = parse_env(new_default_text);
-    let admin_set = |k: &str| {
-        old_instance
+    let instance = last_entries(old_instance_text);
+    let old_vendor = last_entries(old_vendor_text);
+    let new_default = split_entries(new_default_text);
+    let new_keys: BTreeSet<&str> = new_default
+        .iter()
+        .filter_map(|e| e.key.as_deref())
+        .collect();
+    let changed_by_admin = |k: &str| {
+        instance
             .get(k)
-            .is_some_and(|v| old_vendor.get(k) != Some(v))
+            .is_some_and(|e| old_vendor.get(k).map(EnvEntry::text) != Some(e.text()))
     };
-    let mut out = Vec::new();
-    for line in new_default_text.lines() {
-        let key = line
-            .trim()
-            .trim_start_matches("export ")
-            .split_once('=')
-            .map(|(k, _)| k.trim().to_string());
-        match key {
-            Some(k) if admin_set(&k) => {
-                let v = &old_instance[&k];
-                if old_vendor.get(&k) != new_default.get(&k) {
+    let mut out = String::new();
+    for entry in &new_default {
+        match entry.key.as_deref() {
+            Some(k) if changed_by_admin(k) => {
+                let vendor_changed = old_vendor.get(k).map(EnvEntry::text) != Some(entry.text());
+                if old_vendor.contains_key(k) && vendor_changed {
                     report.conflicts.push(format!(
-                        ".env {k}: kept your value; the new release changed its default too"
+                        ".env {k}: kept your line; the new release changed its default too"
                     ));
                 }
-                report.env_carried.push(k.clone());
-                out.push(format!("{k}={}", quote(v)));
+                push_once(&mut report.env_carried, k);
+                out.push_str(&instance[k].line());
             }
             Some(k) => {
-                if !old_vendor.contains_key(&k) && !old_instance.contains_key(&k) {
-                    report.env_added.push(k);
+                if !old_vendor.contains_key(k) && !instance.contains_key(k) {
+                    push_once(&mut report.env_added, k);
                 }
-                out.push(line.to_string());
+                out.push_str(&entry.line());
             }
-            None => out.push(line.to_string()),
+            None => out.push_str(&entry.line()),
         }
     }
-    let extra: Vec<&String> = old_instance
-        .keys()
-        .filter(|k| !new_default.contains_key(*k) && admin_set(k))
+    let kept: Vec<(&String, &EnvEntry)> = instance
+        .iter()
+        .filter(|(k, _)| !new_keys.contains(k.as_str()))
         .collect();
-    if !extra.is_empty() {
-        out.push(
-            "# carried by upkeep: set by the administrator, not in the new release's defaults"
-                .into(),
+    if !kept.is_empty() {
+        out.push_str(
+            "# carried by upkeep: not in the new release's defaults (set by the administrator, \
+             or dropped by the new release)\n",
         );
-        for k in extra {
-            report.env_carried.push(k.clone());
-            out.push(format!("{k}={}", quote(&old_instance[k])));
+        for (k, entry) in kept {
+            if changed_by_admin(k) {
+                report.env_carried.push(k.clone());
+            } else {
+                report.env_dropped.push(k.clone());
+            }
+            out.push_str(&entry.line());
         }
     }
-    for k in old_vendor
-        .keys()
-        .filter(|k| !new_default.contains_key(*k) && !admin_set(k))
-    {
-        report.env_dropped.push(k.clone());
-    }
-    let mut text = out.join("\n");
-    text.push('\n');
-    text
+    out
 }
 
-fn quote(v: &str) -> String {
-    if v.chars()
-        .any(|c| c.is_whitespace() || c == '#' || c == '"' || c == '\'')
-    {
-        format!("'{v}'")
-    } else {
-        v.to_string()
+/// Each key's last assignment (the one compose reads), by key.
+fn last_entries(text: &str) -> BTreeMap<String, EnvEntry> {
+    split_entries(text)
+        .into_iter()
+        .filter_map(|e| Some((e.key.clone()?, e)))
+        .collect()
+}
+
+fn push_once(list: &mut Vec<String>, key: &str) {
+    if !list.iter().any(|k| k == key) {
+        list.push(key.to_string());
     }
 }
 
@@ -185,27 +193,74 @@ mod tests {
 
     #[test]
     fn env_keeps_admin_values_and_new_defaults() {
-        let old_vendor = parse_env("GREETING=hi\nPASSWORD=default\nOLD_ONLY=1\nTIMEOUT=30\n");
-        let old_instance =
-            parse_env("GREETING=hi\nPASSWORD=s3cret\nOLD_ONLY=1\nTIMEOUT=60\nMINE=x y\n");
+        let old_vendor = "GREETING=hi\nPASSWORD=default\nOLD_ONLY=1\nTIMEOUT=30\n";
+        let old_instance = "GREETING=hi\nPASSWORD=s3cret\nOLD_ONLY=1\nTIMEOUT=60\nMINE=x y\n";
         let new_default = "# app\nGREETING=hello\nPASSWORD=default\nTIMEOUT=45\nFEATURE_X=on\n";
         let mut r = CarryReport::default();
-        let text = merge_env(&old_instance, &old_vendor, new_default, &mut r);
-        let merged = parse_env(&text);
+        let text = merge_env(old_instance, old_vendor, new_default, &mut r);
         assert_eq!(
-            merged["GREETING"], "hello",
-            "never set by the admin: new default"
+            text,
+            "# app\nGREETING=hello\nPASSWORD=s3cret\nTIMEOUT=60\nFEATURE_X=on\n\
+             # carried by upkeep: not in the new release's defaults (set by the administrator, \
+             or dropped by the new release)\nMINE=x y\nOLD_ONLY=1\n"
         );
-        assert_eq!(merged["PASSWORD"], "s3cret", "set by the admin: kept");
-        assert_eq!(merged["TIMEOUT"], "60");
-        assert_eq!(merged["FEATURE_X"], "on");
-        assert_eq!(merged["MINE"], "x y");
-        assert!(!merged.contains_key("OLD_ONLY"));
-        assert!(text.starts_with("# app\n"));
         assert_eq!(r.env_added, ["FEATURE_X"]);
-        assert_eq!(r.env_dropped, ["OLD_ONLY"]);
+        assert_eq!(r.env_dropped, ["OLD_ONLY"], "kept and reported");
+        assert_eq!(r.env_carried, ["PASSWORD", "TIMEOUT", "MINE"]);
         assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
         assert!(r.conflicts[0].contains("TIMEOUT"));
+    }
+
+    /// The issue's table, plus escapes, multi-line values, `${VAR}`
+    /// references and CRLF: each line the administrator wrote comes out
+    /// byte for byte, wherever the new release puts that key.
+    #[test]
+    fn admin_lines_are_carried_byte_for_byte() {
+        let hostile = [
+            "K1='pa$word'\n",
+            "K2=\"s3cret\" # c\n",
+            "K3=\"it's\"\n",
+            "export K4=\"keep # this\"\n",
+            "K5= # c\n",
+            "K6=\"tab\\there \\\"q\\\" \\\\ back\"\n",
+            "K7=\"line one\nline two # not a comment\nK8=inside\"\n",
+            "K9=${K1}-and-$K2\n",
+            "K10=crlf value\r\n",
+            "K11='multi\nline'\n",
+        ];
+        let old_vendor: String = (1..=11).map(|i| format!("K{i}=vendor\n")).collect();
+        let new_default: String = (1..=11).rev().map(|i| format!("K{i}=new\n")).collect();
+        let instance: String = hostile.concat();
+        let mut r = CarryReport::default();
+        let text = merge_env(&instance, &old_vendor, &new_default, &mut r);
+        for line in hostile {
+            assert!(
+                text.contains(line),
+                "{line:?} not carried as written:\n{text}"
+            );
+        }
+        // `K8=inside` is part of K7's value: the admin never set K8.
+        assert_eq!(text.matches("=new").count(), 1, "{text}");
+        assert!(
+            text.starts_with("K11='multi\nline'\nK10=crlf value\r\nK9="),
+            "{text}"
+        );
+        assert!(text.contains("\nK8=new\n"), "{text}");
+        assert_eq!(r.env_carried.len(), 10, "{:?}", r.env_carried);
+        // Carrying the result again changes nothing.
+        let mut r2 = CarryReport::default();
+        assert_eq!(merge_env(&text, &old_vendor, &new_default, &mut r2), text);
+    }
+
+    #[test]
+    fn untouched_lines_take_the_new_release_line_even_when_quoted() {
+        let old_vendor = "A=\"same\" # vendor note\nB='x'\n";
+        let new_default = "A=\"newer\" # vendor note\nB='y'\nC=\"multi\nline\"\n";
+        let mut r = CarryReport::default();
+        let text = merge_env(old_vendor, old_vendor, new_default, &mut r);
+        assert_eq!(text, new_default);
+        assert!(r.env_carried.is_empty() && r.conflicts.is_empty(), "{r:?}");
+        assert_eq!(r.env_added, ["C"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bundle;
-use crate::compose::env::read_env_file;
+use crate::compose::runner::Project;
 use crate::compose::ComposeFile;
 use crate::docker::Engine;
 use crate::instance::InstanceRecord;
@@ -51,9 +51,12 @@ impl Target {
         let release_dir = crate::release::release_dir(site, &rec.release)?;
         let compose_path = bundle::compose_file_in(&release_dir)
             .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
-        let vendor = ComposeFile::load(&compose_path)?;
+        let vendor = ComposeFile::resolve(
+            &crate::compose::Compose::default(),
+            &Project::new(&rec.name, &rec.home, &compose_path),
+        )?;
         let profile = profile::detect(&release_dir, &rec.home, &vendor)?;
-        let images = vendor.images(&read_env_file(&rec.home)?)?;
+        let images = vendor.images()?;
         Ok(Target {
             rec,
             release_dir,

@@ -15,7 +15,7 @@ use super::backup::{self, BackupOptions};
 use super::carry::{self, CarryReport};
 use super::pipe::pipe;
 use super::{Ctx, Target};
-use crate::compose::env::{parse_env, read_env_file};
+use crate::compose::env::{parse_env, read_env_text};
 use crate::docker::Engine;
 use crate::durable;
 use crate::instance::{self, InstanceRecord};
@@ -635,15 +635,11 @@ fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) 
     let new_vendor_files = release::record(site, &j.to)?
         .map(|r| r.files)
         .unwrap_or_default();
-    let old_env = read_env_file(&old.rec.home)?;
-    let new_default =
-        std::fs::read_to_string(site.release_dir(&j.to).join(".env")).unwrap_or_default();
-    let merged = carry::merge_env(
-        &old_env,
-        &vendor_env(site, &old.rec.release)?,
-        &new_default,
-        &mut report,
-    );
+    let old_env = read_env_text(&old.rec.home)?;
+    let new_default = read_env_text(&site.release_dir(&j.to))?;
+    let old_vendor_env = std::fs::read_to_string(release::vendor_env_path(site, &old.rec.release))
+        .unwrap_or_default();
+    let merged = carry::merge_env(&old_env, &old_vendor_env, &new_default, &mut report);
     durable::write_atomic(&new.home.join(".env"), merged.as_bytes(), 0o600)?;
     carry::carry_files(
         &old.rec.home,
