@@ -36,6 +36,10 @@ pub struct InstanceRecord {
     pub volumes: BTreeMap<String, String>,
     pub ports: Vec<PortAssignment>,
     pub created_at: String,
+    /// When upkeep took over this instance, made by hand or by plain
+    /// compose (`upkeep adopt`); `None` for instances upkeep made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_at: Option<String>,
 }
 
 /// A vendor-published port and the host port this instance uses for it.
@@ -160,14 +164,16 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
         site.instance_homes_dir().join(&name)
     };
     let compose = vendor_compose(&release_dir)?;
-    let volumes = compose
-        .volume_keys()
-        .into_iter()
-        .map(|key| {
-            let volume = format!("{name}_{key}");
-            (key, volume)
-        })
-        .collect();
+    let mut volumes = BTreeMap::new();
+    for key in compose.volume_keys() {
+        // The vendor's fixed name is the default copy's, as with plain
+        // compose; any other copy gets names of its own.
+        let volume = match compose.volume_name(&key) {
+            Some(fixed) if name == default => fixed,
+            _ => format!("{name}_{key}"),
+        };
+        volumes.insert(key, volume);
+    }
     let ports = assign_ports(site, &name, &compose.published_ports()?)?;
     Ok(InstanceRecord {
         name,
@@ -176,7 +182,28 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
         volumes,
         ports,
         created_at: now_rfc3339(),
+        adopted_at: None,
     })
+}
+
+/// What an instance's volume names owe to the vendor's fixed `name:`s, for
+/// plans and `up`: kept by the default copy, replaced for any other.
+pub fn naming_notes(site: &Site, rec: &InstanceRecord) -> Result<Vec<String>> {
+    let release_dir = site.release_dir(&rec.release);
+    let compose = vendor_compose(&release_dir)?;
+    let mut notes = Vec::new();
+    for (key, volume) in &rec.volumes {
+        match compose.volume_name(key) {
+            Some(fixed) if &fixed == volume => notes.push(format!(
+                "volume {key} keeps the vendor's fixed name {fixed}"
+            )),
+            Some(fixed) => notes.push(format!(
+                "volume {key}: the vendor names it {fixed}; this copy uses {volume} of its own"
+            )),
+            None => {}
+        }
+    }
+    Ok(notes)
 }
 
 /// The record of the instance that replaces `old` on release `version`:
@@ -192,11 +219,20 @@ pub fn successor(
     let default = default_name(version)?;
     let name = match as_name {
         Some(n) => n.to_string(),
-        None if old.home == site.release_dir(&old.release) => default.clone(),
+        None if old.is_default_copy(site) && old.name == default_name(&old.release)? => {
+            default.clone()
+        }
         None => format!("{}-{default}", old.name),
     };
     check_project_name(&name)?;
     let mut rec = prepare(site, version, Some(&name))?;
+    // A vendor that fixes a volume's name in both releases would have the
+    // new instance write into the old one's volume.
+    for (key, volume) in &mut rec.volumes {
+        if old.volumes.values().any(|v| v == volume) {
+            *volume = format!("{}_{key}", rec.name);
+        }
+    }
     for port in &mut rec.ports {
         let inherited = old
             .ports
@@ -274,7 +310,7 @@ impl InstanceRecord {
         Project::new(&self.name, &self.home, &effective_file(site, &self.name))
     }
 
-    fn is_default_copy(&self, site: &Site) -> bool {
+    pub fn is_default_copy(&self, site: &Site) -> bool {
         self.home == site.release_dir(&self.release)
     }
 
@@ -303,6 +339,7 @@ impl InstanceRecord {
                 self.name,
                 release_dir.display()
             ),
+            labels: crate::ownership::labels(site, &self.name),
         };
         let text = compose.effective(&rewrite)?;
         durable::write_atomic(&effective_file(site, &self.name), text.as_bytes(), 0o600)
@@ -373,6 +410,7 @@ pub fn prepare_project_unchecked(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
+    crate::ownership::Guard::new(site, engine)?.check_instance(rec)?;
     let missing: Vec<String> = release::images(&site.release_dir(&rec.release))?
         .into_values()
         .filter(|img| !engine.image_exists(img).unwrap_or(false))
@@ -408,6 +446,7 @@ pub fn start(
     services: &[&str],
     timeout: Duration,
 ) -> Result<InstanceStatus> {
+    crate::ownership::Guard::new(site, engine)?.check_project(&rec.name)?;
     engine.remove_twins(&rec.name)?;
     let mut args = vec!["up", "-d"];
     args.extend_from_slice(services);
@@ -542,6 +581,7 @@ pub fn start_created(
     timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    crate::ownership::Guard::new(site, engine)?.check_project(&rec.name)?;
     engine.remove_twins(&rec.name)?;
     let deps = dependencies(site, rec)?;
     let wanted = with_dependencies(&deps, services);
@@ -680,6 +720,11 @@ fn wait_until(
     }
 }
 
+/// Saves an instance's record (adoption; everything else saves it on `up`).
+pub fn save(site: &Site, _lock: &SiteLock, rec: &InstanceRecord) -> Result<()> {
+    durable::write_json(&record_path(site, &rec.name), rec)
+}
+
 /// Forgets an instance whose containers and volumes are gone (used when a
 /// restore or upgrade that created it is undone).
 pub fn remove_record(site: &Site, _lock: &SiteLock, name: &str) -> Result<()> {
@@ -790,6 +835,7 @@ fn without_twins(
     rec: &InstanceRecord,
     command: &str,
 ) -> Result<()> {
+    crate::ownership::Guard::new(site, engine)?.check_instance(rec)?;
     engine.remove_twins(&rec.name)?;
     rec.write_effective(site)?;
     compose.run(&rec.project(site), &[command])

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod durable;
 pub mod instance;
 pub mod ops;
+pub mod ownership;
 pub mod postgres;
 pub mod profile;
 pub mod progress;

@@ -146,6 +146,77 @@ pub fn install(
     })
 }
 
+/// The `bundle` of a release recorded by adoption without its bundle.
+pub const UNPACKED_BY_HAND: &str = "unpacked by hand";
+
+/// What adopting a release folder unpacked by hand found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandUnpacked {
+    pub version: String,
+    /// Compared with a bundle: the files that differ from what it ships.
+    pub edited: Vec<String>,
+    /// True when no bundle was given, so hand edits cannot be told apart.
+    pub unverified: bool,
+}
+
+/// Records a release folder that was unpacked by hand (no record yet, or
+/// one made by an earlier adoption without the bundle).
+/// Without the vendor's bundle its files are taken as they are now, so hand
+/// edits of the compose file cannot be detected; with `bundle`, the
+/// bundle's digests and `.env` are recorded and the differences reported.
+/// The release folder itself is never changed.
+pub fn record_hand_unpacked(
+    site: &Site,
+    _lock: &SiteLock,
+    version: &str,
+    bundle_path: Option<&Path>,
+) -> Result<HandUnpacked> {
+    let dir = release_dir(site, version)?;
+    let compose_path = bundle::compose_file_in(&dir)
+        .with_context(|| format!("{} holds no docker-compose.yml", dir.display()))?;
+    let (files, vendor_env, origin) = match bundle_path {
+        Some(path) => {
+            let scratch = tempfile::Builder::new()
+                .prefix(".adopt-")
+                .tempdir_in(site.state_dir())?;
+            let root = bundle::unpack(path, scratch.path())?;
+            bundle::verify_checksums(&root)?;
+            let env = fs::read(root.join(".env")).ok();
+            (vendor_files(&root)?, env, path.display().to_string())
+        }
+        None => (vendor_files(&dir)?, None, UNPACKED_BY_HAND.to_string()),
+    };
+    let compose_file = file_name(&compose_path);
+    let now = vendor_files(&dir)?;
+    let edited: Vec<String> = files
+        .iter()
+        .filter(|(path, digest)| now.get(*path).is_some_and(|d| d != *digest))
+        .map(|(path, _)| path.clone())
+        .collect();
+    let record = ReleaseRecord {
+        version: version.to_string(),
+        installed_at: now_rfc3339(),
+        bundle: origin,
+        compose_sha256: files
+            .get(&compose_file)
+            .cloned()
+            .unwrap_or(durable::sha256_file(&compose_path)?),
+        compose_file,
+        image_archive: bundle::image_archive_in(&dir).as_deref().map(file_name),
+        loaded: Vec::new(),
+        files,
+    };
+    if let Some(env) = vendor_env {
+        durable::write_atomic(&vendor_env_path(site, version), &env, 0o600)?;
+    }
+    durable::write_json(&record_path(site, version), &record)?;
+    Ok(HandUnpacked {
+        version: version.to_string(),
+        edited,
+        unverified: bundle_path.is_none(),
+    })
+}
+
 /// Staging folders of installs that died (we hold the lock, so no live run
 /// owns one); they hold only a partial copy of a bundle.
 fn remove_stale_staging(releases: &Path) -> Result<()> {

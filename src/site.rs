@@ -17,6 +17,17 @@ pub const STATE_DIR: &str = ".upkeep";
 #[derive(Debug, Clone)]
 pub struct Site {
     root: PathBuf,
+    /// Random id of this site, kept in `.upkeep/site.json`; everything upkeep
+    /// creates on the engine carries it in a label, so two sites on one
+    /// engine never take each other's containers or volumes for their own.
+    id: String,
+}
+
+/// `.upkeep/site.json`: the site's identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    id: String,
+    created: String,
 }
 
 /// Raised when another upkeep run holds the site lock.
@@ -55,21 +66,16 @@ pub struct SiteLock {
 }
 
 impl Site {
-    /// Opens the site at `root`, which must exist.
-    pub fn open(root: &Path) -> Result<Site> {
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("site folder {} does not exist", root.display()))?;
-        Ok(Site { root })
-    }
-
-    /// Opens the site at `root`, creating its folders if needed.
+    /// Opens the site at `root`, creating its folders and identity if needed.
     pub fn create(root: &Path) -> Result<Site> {
         fs::create_dir_all(root.join("releases"))
             .with_context(|| format!("creating site folder {}", root.display()))?;
-        let site = Site::open(root)?;
-        durable::create_private_dir(&site.state_dir())?;
-        Ok(site)
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("site folder {} does not exist", root.display()))?;
+        durable::create_private_dir(&root.join(STATE_DIR))?;
+        let id = load_or_create_identity(&root)?;
+        Ok(Site { root, id })
     }
 
     /// Finds the site: the explicit folder (flag or `UPKEEP_SITE`), else the
@@ -92,6 +98,11 @@ impl Site {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The site's random id (the value of its ownership label).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn releases_dir(&self) -> PathBuf {
@@ -183,6 +194,26 @@ impl Drop for SiteLock {
     }
 }
 
+/// The id in `.upkeep/site.json`, created at random on first use. A site
+/// made by an upkeep without ids gets one now, and what its records name is
+/// recorded as owned (its volumes carry no site label).
+fn load_or_create_identity(root: &Path) -> Result<String> {
+    let path = root.join(STATE_DIR).join("site.json");
+    if let Some(identity) = durable::read_json::<Identity>(&path)? {
+        return Ok(identity.id);
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    let identity = Identity {
+        id: hex::encode(bytes),
+        created: now_rfc3339(),
+    };
+    crate::ownership::claim_legacy(root)?;
+    durable::write_json(&path, &identity)?;
+    Ok(identity.id)
+}
+
 fn read_holder(file: &mut File) -> Option<LockHolder> {
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
@@ -215,6 +246,16 @@ mod tests {
         assert!(busy.holder.contains("install b.tar"), "{}", busy.holder);
         drop(held);
         site.lock("up v1").expect("free again after release");
+    }
+
+    #[test]
+    fn a_site_keeps_its_random_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Site::create(dir.path()).unwrap();
+        assert_eq!(first.id().len(), 16);
+        assert_eq!(Site::create(dir.path()).unwrap().id(), first.id());
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(Site::create(other.path()).unwrap().id(), first.id());
     }
 
     #[test]

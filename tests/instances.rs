@@ -19,26 +19,33 @@ fn host_port(site: &TestSite, instance: &str) -> u16 {
 fn two_copies_of_a_release_run_side_by_side() {
     let site = TestSite::new();
     let copy = unique("copy");
-    site.track("v100");
+    // A version unique to the run: its default instance is no real `v100`.
+    let version = unique_version("v1.0.0");
+    let v100 = default_project(&version);
+    let v100 = v100.as_str();
+    site.track(v100);
     site.track(&copy);
-    let bundle = bundle("v1.0.0");
+    let (_keep, bundle) = bundle_as("v1.0.0", &version, |t| t);
     let vendor_digest = sha256(&bundle.join("docker-compose.yml"));
 
     let out = site.ok(&["install", bundle.to_str().unwrap()]);
-    assert!(out.contains("installed release v1.0.0"), "{out}");
+    assert!(
+        out.contains(&format!("installed release {version}")),
+        "{out}"
+    );
     let releases = site.json(&["releases"]);
-    assert_eq!(releases[0]["version"], "v1.0.0");
+    assert_eq!(releases[0]["version"], version.as_str());
     assert_eq!(
         releases[0]["missing_images"].as_array().unwrap().len(),
         0,
         "{releases}"
     );
 
-    site.ok(&["up", "v1.0.0"]);
-    site.ok(&["up", "v1.0.0", "--as", &copy]);
+    site.ok(&["up", &version]);
+    site.ok(&["up", &version, "--as", &copy]);
 
     // Each copy has its own volumes, created with compose's labels.
-    for project in ["v100", copy.as_str()] {
+    for project in [v100, copy.as_str()] {
         for key in ["postgres_data", "postgres_backups"] {
             let name = format!("{project}_{key}");
             assert!(volume_exists(&name), "volume {name} missing");
@@ -48,8 +55,8 @@ fn two_copies_of_a_release_run_side_by_side() {
     }
     // Own host ports: the default copy keeps the vendor's where it is free
     // (other tests or programs may hold it), the second copy moves.
-    let (p1, p2) = (host_port(&site, "v100"), host_port(&site, &copy));
-    let vendor = site.json(&["status", "v100"])[0]["ports"][0]["vendor_port"]
+    let (p1, p2) = (host_port(&site, v100), host_port(&site, &copy));
+    let vendor = site.json(&["status", v100])[0]["ports"][0]["vendor_port"]
         .as_u64()
         .unwrap();
     assert_eq!(vendor, 18080);
@@ -62,8 +69,8 @@ fn two_copies_of_a_release_run_side_by_side() {
     assert!(http_get(p2).contains("Hello from"), "app of {copy} answers");
 
     // Rows written to one copy's Postgres are absent from the other's.
-    psql("v100", "CREATE TABLE notes(id int primary key, body text); INSERT INTO notes VALUES (1,'only in v100')");
-    assert_eq!(psql("v100", "SELECT body FROM notes"), "only in v100");
+    psql(v100, "CREATE TABLE notes(id int primary key, body text); INSERT INTO notes VALUES (1,'only in v100')");
+    assert_eq!(psql(v100, "SELECT body FROM notes"), "only in v100");
     assert_eq!(
         psql(
             &copy,
@@ -73,22 +80,26 @@ fn two_copies_of_a_release_run_side_by_side() {
     );
 
     // stop and down keep the volumes and their data.
-    site.ok(&["stop", "v100"]);
-    let st = site.json(&["status", "v100"]);
+    site.ok(&["stop", v100]);
+    let st = site.json(&["status", v100]);
     assert_eq!(st[0]["state"], "stopped", "{st}");
-    site.ok(&["down", "v100"]);
-    assert_eq!(site.json(&["status", "v100"])[0]["state"], "down");
-    assert!(volume_exists("v100_postgres_data"));
-    site.ok(&["up", "v1.0.0"]);
-    assert_eq!(psql("v100", "SELECT body FROM notes"), "only in v100");
+    site.ok(&["down", v100]);
+    assert_eq!(site.json(&["status", v100])[0]["state"], "down");
+    assert!(volume_exists(&format!("{v100}_postgres_data")));
+    site.ok(&["up", &version]);
+    assert_eq!(psql(v100, "SELECT body FROM notes"), "only in v100");
     let status = site.ok(&["status"]);
     assert!(
-        status.contains(&copy) && status.contains("v100_postgres_data"),
+        status.contains(&copy) && status.contains(&format!("{v100}_postgres_data")),
         "{status}"
     );
 
     // The vendor compose file is byte-identical, and the release reports no hand edit.
-    let installed = site.root.join("releases/v1.0.0/docker-compose.yml");
+    let installed = site
+        .root
+        .join("releases")
+        .join(&version)
+        .join("docker-compose.yml");
     assert_eq!(sha256(&installed), vendor_digest);
     assert_eq!(site.json(&["releases"])[0]["compose_edited"], false);
     fs::write(
@@ -99,7 +110,7 @@ fn two_copies_of_a_release_run_side_by_side() {
     assert_eq!(site.json(&["releases"])[0]["compose_edited"], true);
 
     site.ok(&["down", &copy]);
-    site.ok(&["down", "v100"]);
+    site.ok(&["down", v100]);
 }
 
 /// Writes a tiny bundle (no images) as a tar file with the given extra entries.

@@ -119,8 +119,16 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
     assert_eq!(twins(&newer), Vec::<String>::new());
     assert_eq!(psql(&newer, "SHOW wal_level"), "replica");
 
-    // Rollback after a successful upgrade returns to the old instance and its data.
-    site.ok(&["rollback", &newer]);
+    // Rollback after a successful upgrade asks first: rows written since
+    // stay only in the new instance's volumes.
+    let refused = site.fails(&["rollback", &newer]);
+    assert!(
+        refused.contains("--yes") && refused.contains("stay only in"),
+        "{refused}"
+    );
+    assert_eq!(state(&site, &newer), "running");
+    // With --yes it returns to the old instance and its data.
+    site.ok(&["rollback", &newer, "--yes"]);
     assert_eq!(state(&site, &new), "running");
     assert_eq!(state(&site, &newer), "down");
     assert_eq!(table_digest(&new, "items"), digest);
@@ -267,7 +275,7 @@ fn crash_then_recover(
         "step {step}: same data"
     );
     if survivor == new {
-        site.ok(&["rollback", new]);
+        site.ok(&["rollback", new, "--yes"]);
         assert_eq!(
             table_digest(old, "items"),
             digest,

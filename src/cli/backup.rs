@@ -86,8 +86,10 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         });
     }
     let session = Session::open(site, &format!("backup {}", args.instance))?;
-    let t = Target::load(site, instance::load(site, &args.instance)?)?;
-    let repo = repository::open(site, &args.repo.options(), true)?;
+    let rec = super::load_instance(site, session.cx().engine, &args.instance)?;
+    crate::ownership::Guard::new(site, session.cx().engine)?.check_instance(&rec)?;
+    let t = Target::load(site, rec)?;
+    let repo = repository::open(Some(site), &args.repo.options(), true)?;
     let bar = bytes_spinner(&format!("backing up {}", t.rec.name));
     let tick = |n: u64| bar.set_position(n);
     let report = backup::backup(&session.cx(), &repo, &t, &opts, Some(&tick))?;
@@ -119,7 +121,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
     };
     if args.dry_run {
-        let repo = repository::open(site, &args.repo.options(), false)?;
+        let repo = repository::open(Some(site), &args.repo.options(), false)?;
         let steps = restore::plan(site, &Engine::connect()?, &repo, &args.snapshot, &opts)?;
         return out.emit(&steps, || {
             let mut text = format!("restore of {} would:", args.snapshot);
@@ -134,7 +136,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
         &format!("restore {} --into {}", args.snapshot, args.into),
     )?
     .with_compose_soon();
-    let repo = repository::open(site, &args.repo.options(), false)?;
+    let repo = repository::open(Some(site), &args.repo.options(), false)?;
     let report = restore::restore(&session.cx(), &repo, &args.snapshot, &opts)?;
     out.emit(&report, || {
         let mut text = format!(

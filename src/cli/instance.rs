@@ -30,6 +30,16 @@ pub struct NameArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The compose project name of the install (see `upkeep status`).
+    pub name: String,
+    /// The vendor's bundle the release folder was unpacked from, to tell hand
+    /// edits from what the vendor shipped.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// One instance; all when omitted.
     pub name: Option<String>,
@@ -47,15 +57,44 @@ pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
         &rec,
         Duration::from_secs(args.timeout),
     )?;
+    let notes = instance::naming_notes(site, &rec)?;
     out.emit(&st, || {
-        format!("instance {} is {}\n{}", st.name, st.state, describe(&st))
+        let mut text = format!("instance {} is {}\n{}", st.name, st.state, describe(&st));
+        for note in &notes {
+            text += &format!("\nnote: {note}");
+        }
+        text
+    })
+}
+
+pub fn adopt(site: &Site, args: &AdoptArgs, out: &Output) -> Result<()> {
+    let session = Session::open(site, &format!("adopt {}", args.name))?;
+    let adopted = crate::ops::adopt::adopt(&session.cx(), &args.name, args.bundle.as_deref())?;
+    out.emit(&adopted, || {
+        let rec = &adopted.instance;
+        let volumes: Vec<Vec<String>> = rec
+            .volumes
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
+        let mut text = format!(
+            "adopted {} (release {}, home {}); nothing on the engine or in its folder was changed\n{}",
+            rec.name,
+            rec.release,
+            rec.home.display(),
+            table(&["VOLUME", "DOCKER VOLUME"], &volumes)
+        );
+        for note in &adopted.notes {
+            text += &format!("\nnote: {note}");
+        }
+        text
     })
 }
 
 pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("stop {}", args.name))?;
-    let rec = instance::load(site, &args.name)?;
     let cx = session.cx();
+    let rec = super::load_instance(site, cx.engine, &args.name)?;
     instance::stop(site, cx.lock, cx.engine, cx.compose, &rec)?;
     out.emit(&rec, || {
         format!(
@@ -67,8 +106,8 @@ pub fn stop(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
 
 pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("down {}", args.name))?;
-    let rec = instance::load(site, &args.name)?;
     let cx = session.cx();
+    let rec = super::load_instance(site, cx.engine, &args.name)?;
     instance::down(site, cx.lock, cx.engine, cx.compose, &rec)?;
     out.emit(&rec, || {
         format!(
@@ -82,7 +121,7 @@ pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
 pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
     let engine = Engine::connect()?;
     let records = match &args.name {
-        Some(name) => vec![instance::load(site, name)?],
+        Some(name) => vec![super::load_instance(site, &engine, name)?],
         None => instance::list(site)?,
     };
     let mut statuses = records
@@ -97,6 +136,11 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
             .find(|j| j.old == st.name || j.new == st.name)
             .map(crate::ops::upgrade::describe);
     }
+    let unmanaged = match &args.name {
+        Some(_) => Vec::new(),
+        None => crate::ops::adopt::discover(site, &engine)?,
+    };
+    statuses.extend(unmanaged.iter().map(unmanaged_status));
     out.emit(&statuses, || {
         if statuses.is_empty() {
             return "no instances: start one with `upkeep up VERSION`".into();
@@ -104,6 +148,14 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
         statuses
             .iter()
             .map(|st| {
+                if st.state == UNMANAGED {
+                    return format!(
+                        "{} (from {}): not managed by upkeep: `upkeep adopt {}`",
+                        st.name,
+                        st.home.display(),
+                        st.name
+                    );
+                }
                 let upgrade = st
                     .upgrade
                     .as_ref()
@@ -120,6 +172,25 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n\n")
     })
+}
+
+/// The state `status` gives a compose project that upkeep does not manage.
+const UNMANAGED: &str = "unmanaged";
+
+fn unmanaged_status(u: &crate::ops::adopt::Unmanaged) -> InstanceStatus {
+    InstanceStatus {
+        name: u.project.clone(),
+        release: u.release.clone().unwrap_or_default(),
+        home: u.working_dir.clone(),
+        state: UNMANAGED.into(),
+        containers: Vec::new(),
+        volumes: Vec::new(),
+        ports: Vec::new(),
+        upgrade: Some(format!(
+            "not managed by upkeep ({}): `upkeep adopt {}`",
+            u.state, u.project
+        )),
+    }
 }
 
 fn describe(st: &InstanceStatus) -> String {

@@ -32,6 +32,7 @@ impl<'s> Session<'s> {
     pub(crate) fn open(site: &'s Site, command: &str) -> Result<Session<'s>> {
         let lock = site.lock(command)?;
         let engine = Engine::connect()?;
+        engine.set_owner_labels(crate::ownership::engine_labels(site));
         let compose = Compose::lazy();
         services::recover(site, &engine, &compose)?;
         Ok(Session {
@@ -56,6 +57,17 @@ impl<'s> Session<'s> {
             compose: &self.compose,
         }
     }
+}
+
+/// An instance's record; for a name this site does not know but the engine
+/// runs, says whose it is and what to do (adopt it, or `--as`).
+pub(crate) fn load_instance(
+    site: &Site,
+    engine: &Engine,
+    name: &str,
+) -> Result<crate::instance::InstanceRecord> {
+    crate::instance::load(site, name)
+        .map_err(|e| crate::ownership::explain_unknown(site, engine, name).unwrap_or(e))
 }
 
 /// Exit status for "another run holds the site lock".
@@ -94,6 +106,8 @@ pub enum Command {
     Releases,
     /// Start an instance of a release (the release's default copy, or another with --as).
     Up(instance::UpArgs),
+    /// Take over an install made by hand or by plain compose in releases/<version>/.
+    Adopt(instance::AdoptArgs),
     /// Stop an instance's containers (volumes and containers are kept).
     Stop(instance::NameArgs),
     /// Remove an instance's containers and networks (volumes are kept).
@@ -128,22 +142,34 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<i32> {
     let cwd = std::env::current_dir()?;
     let site = || Site::locate(cli.site.as_deref(), &cwd);
+    // A repository named with --repo needs no site: a fresh host (disaster
+    // recovery) has none yet.
+    let repo_site = |repo: &repository::RepoArgs| match site() {
+        Ok(s) => Ok(Some(s)),
+        Err(_) if repo.url.is_some() && cli.site.is_none() => Ok(None),
+        Err(e) => Err(e),
+    };
     let out = output::Output { json: cli.json };
     match &cli.command {
         Command::Install(args) => release::install(&site()?, args, &out),
         Command::Releases => release::releases(&site()?, &out),
         Command::Up(args) => instance::up(&site()?, args, &out),
+        Command::Adopt(args) => instance::adopt(&site()?, args, &out),
         Command::Stop(args) => instance::stop(&site()?, args, &out),
         Command::Down(args) => instance::down(&site()?, args, &out),
         Command::Status(args) => instance::status(&site()?, args, &out),
         Command::Profile(args) => backup::profile(&site()?, args, &out),
         Command::Backup(args) => backup::backup(&site()?, args, &out),
         Command::Restore(args) => backup::restore(&site()?, args, &out),
-        Command::Snapshots(args) => repository::snapshots(&site()?, args, &out),
-        Command::Check(args) => return repository::check(&site()?, args, &out),
-        Command::Forget(args) => repository::forget(&site()?, args, &out),
-        Command::Export(args) => repository::export(&site()?, args, &out),
-        Command::Import(args) => repository::import(&site()?, args, &out),
+        Command::Snapshots(args) => {
+            repository::snapshots(repo_site(&args.repo)?.as_ref(), args, &out)
+        }
+        Command::Check(args) => {
+            return repository::check(repo_site(&args.repo)?.as_ref(), args, &out)
+        }
+        Command::Forget(args) => repository::forget(repo_site(&args.repo)?.as_ref(), args, &out),
+        Command::Export(args) => repository::export(repo_site(&args.repo)?.as_ref(), args, &out),
+        Command::Import(args) => repository::import(repo_site(&args.repo)?.as_ref(), args, &out),
         Command::Key => repository::key(&site()?, &out),
         Command::Upgrade(args) => upgrade::upgrade(&site()?, args, &out),
         Command::Rollback(args) => upgrade::rollback(&site()?, args, &out),

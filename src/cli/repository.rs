@@ -87,7 +87,7 @@ pub struct ImportArgs {
     pub repo: RepoArgs,
 }
 
-pub fn snapshots(site: &Site, args: &SnapshotsArgs, out: &Output) -> Result<()> {
+pub fn snapshots(site: Option<&Site>, args: &SnapshotsArgs, out: &Output) -> Result<()> {
     let repo = repository::open(site, &args.repo.options(), false)?;
     let mut list = repo.snapshots()?;
     if let Some(name) = &args.instance {
@@ -120,7 +120,7 @@ fn short_time(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-pub fn check(site: &Site, args: &CheckArgs, out: &Output) -> Result<i32> {
+pub fn check(site: Option<&Site>, args: &CheckArgs, out: &Output) -> Result<i32> {
     let repo = repository::open(site, &args.repo.options(), false)?;
     let report = repo.check(args.read_data)?;
     out.emit(&report, || {
@@ -152,7 +152,7 @@ pub fn check(site: &Site, args: &CheckArgs, out: &Output) -> Result<i32> {
     Ok(if report.is_ok() { 0 } else { 1 })
 }
 
-pub fn forget(site: &Site, args: &ForgetArgs, out: &Output) -> Result<()> {
+pub fn forget(site: Option<&Site>, args: &ForgetArgs, out: &Output) -> Result<()> {
     let policy = KeepPolicy {
         last: args.keep_last,
         daily: args.keep_daily,
@@ -165,7 +165,7 @@ pub fn forget(site: &Site, args: &ForgetArgs, out: &Output) -> Result<()> {
             "say what to keep: --keep-last N, --keep-daily N, --keep-weekly N or --keep-monthly N"
         );
     }
-    let _lock = site.lock("forget")?;
+    let _lock = site.map(|s| s.lock("forget")).transpose()?;
     let repo = repository::open(site, &args.repo.options(), false)?;
     let report = if args.dry_run {
         repo.forget_plan(policy)?
@@ -198,7 +198,7 @@ pub fn forget(site: &Site, args: &ForgetArgs, out: &Output) -> Result<()> {
     })
 }
 
-pub fn export(site: &Site, args: &ExportArgs, out: &Output) -> Result<()> {
+pub fn export(site: Option<&Site>, args: &ExportArgs, out: &Output) -> Result<()> {
     let opts = args.repo.options();
     let repo = repository::open(site, &opts, false)?;
     let password = repository::password_for(site, &opts)?;
@@ -212,8 +212,8 @@ pub fn export(site: &Site, args: &ExportArgs, out: &Output) -> Result<()> {
     })
 }
 
-pub fn import(site: &Site, args: &ImportArgs, out: &Output) -> Result<()> {
-    let _lock = site.lock("import")?;
+pub fn import(site: Option<&Site>, args: &ImportArgs, out: &Output) -> Result<()> {
+    let _lock = site.map(|s| s.lock("import")).transpose()?;
     let opts = args.repo.options();
     let repo = repository::open(site, &opts, true)?;
     let password = repository::password_for(site, &opts)?;

@@ -10,7 +10,7 @@ use super::output::Output;
 use super::repository::RepoArgs;
 use super::Session;
 use crate::ops::repository;
-use crate::ops::upgrade::{self, Journal, Strategy, UpgradeOptions};
+use crate::ops::upgrade::{self, Journal, State, Strategy, UpgradeOptions};
 use crate::site::Site;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,6 +42,10 @@ pub struct UpgradeArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Replace a new instance left by an earlier upgrade that was rolled back
+    /// after it ran (a safety snapshot of it is taken first).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Seconds to wait for containers to become ready.
@@ -53,6 +57,10 @@ pub struct UpgradeArgs {
 pub struct RollbackArgs {
     /// The old (or new) instance of an upgrade.
     pub instance: String,
+    /// Roll back a finished upgrade without asking (rows written to the new
+    /// instance since stay only in its volumes).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
 }
@@ -61,7 +69,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     if args.resume {
         let session = Session::open(site, &format!("upgrade --resume {}", args.instance))?;
-        let repo = repository::open(site, &args.repo.options(), true)?;
+        let repo = repository::open(Some(site), &args.repo.options(), true)?;
         let j = upgrade::resume(&session.cx(), &repo, &args.instance, timeout)?;
         return report(&j, out);
     }
@@ -74,8 +82,10 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
         },
         as_name: args.as_name.clone(),
         timeout,
+        force: args.force,
     };
     let session = Session::open(site, &format!("upgrade {} --to {}", args.instance, opts.to))?;
+    super::load_instance(site, session.cx().engine, &args.instance)?;
     let (plan, _, _) = upgrade::plan(site, session.cx().engine, &args.instance, &opts)?;
     if args.dry_run || !out.json {
         let text = {
@@ -99,7 +109,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
     if !args.yes && !confirm()? {
         bail!("upgrade cancelled; nothing was changed");
     }
-    let repo = repository::open(site, &args.repo.options(), true)?;
+    let repo = repository::open(Some(site), &args.repo.options(), true)?;
     let j = upgrade::run(&session.cx(), &repo, &plan, &opts)?;
     report(&j, out)
 }
@@ -154,10 +164,25 @@ fn report(j: &Journal, out: &Output) -> Result<()> {
 
 pub fn rollback(site: &Site, args: &RollbackArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("rollback {}", args.instance))?;
+    super::load_instance(site, session.cx().engine, &args.instance)?;
+    let finished = upgrade::journals(site)?
+        .into_iter()
+        .find(|j| (j.old == args.instance || j.new == args.instance) && j.state == State::Done);
+    let mut yes = args.yes;
+    if let (Some(j), false) = (&finished, yes) {
+        if std::io::stdin().is_terminal() {
+            eprintln!("{}", upgrade::finished_rollback_warning(j));
+            yes = confirm()?;
+            if !yes {
+                bail!("rollback cancelled; nothing was changed");
+            }
+        }
+    }
     let j = upgrade::rollback(
         &session.cx(),
         &args.instance,
         Duration::from_secs(args.timeout),
+        yes,
     )?;
     out.emit(&j, || {
         format!(

@@ -29,6 +29,9 @@ pub struct InstanceRewrite {
     pub name_prefix: Option<String>,
     /// Comment placed at the top of the generated file.
     pub header: String,
+    /// Labels put on every service's containers and on the networks
+    /// compose creates (the site's ownership labels).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The effective file for `rewrite` of the vendor document `source`, which
@@ -45,8 +48,80 @@ pub fn effective(source: &Value, model: &Model, rewrite: &InstanceRewrite) -> Re
             }
         }
     }
+    add_labels(&mut doc, &rewrite.labels);
     let body = serde_yaml_ng::to_string(&doc)?;
     Ok(format!("{}{body}", rewrite.header))
+}
+
+/// Adds `labels` to every service and to every network compose creates
+/// (the default one included), in the list or mapping form the file uses.
+fn add_labels(doc: &mut Value, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        return;
+    }
+    if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
+        for (_, svc) in services.iter_mut() {
+            if svc.is_mapping() {
+                merge_labels(svc, labels);
+            }
+        }
+    }
+    let Some(root) = doc.as_mapping_mut() else {
+        return;
+    };
+    let nets = root
+        .entry(Value::String("networks".into()))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if nets.is_null() {
+        *nets = Value::Mapping(Mapping::new());
+    }
+    let Some(nets) = nets.as_mapping_mut() else {
+        return;
+    };
+    nets.entry(Value::String("default".into()))
+        .or_insert(Value::Null);
+    for (_, net) in nets.iter_mut() {
+        if net.is_null() {
+            *net = Value::Mapping(Mapping::new());
+        }
+        if net.is_mapping() && !is_external(net) {
+            merge_labels(net, labels);
+        }
+    }
+}
+
+fn merge_labels(parent: &mut Value, labels: &BTreeMap<String, String>) {
+    let map = parent.as_mapping_mut().expect("checked by the caller");
+    let entry = map
+        .entry(Value::String("labels".into()))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    match entry {
+        Value::Sequence(list) => {
+            list.retain(|l| {
+                !l.as_str()
+                    .and_then(|l| l.split_once('='))
+                    .is_some_and(|(k, _)| labels.contains_key(k))
+            });
+            list.extend(
+                labels
+                    .iter()
+                    .map(|(k, v)| Value::String(format!("{k}={v}"))),
+            );
+        }
+        Value::Mapping(m) => {
+            for (k, v) in labels {
+                m.insert(Value::String(k.clone()), Value::String(v.clone()));
+            }
+        }
+        other => {
+            *other = Value::Mapping(
+                labels
+                    .iter()
+                    .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
+                    .collect(),
+            );
+        }
+    }
 }
 
 fn rename_volumes(doc: &mut Value, names: &BTreeMap<String, String>) {
@@ -228,5 +303,40 @@ networks:
             out["services"]["postgres"]["ports"][0],
             "127.0.0.1:15433:5432"
         );
+    }
+
+    #[test]
+    fn labels_go_on_services_and_created_networks_only() {
+        let text = VENDOR.replace(
+            "    image: acme/app:1\n",
+            "    image: acme/app:1\n    labels: [\"a=b\"]\n",
+        );
+        let f = ComposeFile::parse(&text).unwrap();
+        let rw = InstanceRewrite {
+            labels: [("org.upkeep.site".to_string(), "s1".to_string())].into(),
+            ..Default::default()
+        };
+        let out: Value = serde_yaml_ng::from_str(&f.effective(&rw).unwrap()).unwrap();
+        assert_eq!(
+            out["services"]["postgres"]["labels"]["org.upkeep.site"],
+            "s1"
+        );
+        let app: Vec<&str> = out["services"]["app"]["labels"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(app, ["a=b", "org.upkeep.site=s1"]);
+        assert_eq!(
+            out["networks"]["grph_net"]["labels"]["org.upkeep.site"],
+            "s1"
+        );
+        assert_eq!(
+            out["networks"]["default"]["labels"]["org.upkeep.site"],
+            "s1"
+        );
+        assert!(out["networks"]["outside"].get("labels").is_none());
+        assert!(out["volumes"]["postgres_data"].get("labels").is_none());
     }
 }

@@ -23,6 +23,60 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
 }
 
+/// A container as listed, for finding installs made outside upkeep.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeContainer {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub labels: HashMap<String, String>,
+    /// Named volumes mounted: (volume name, path in the container).
+    pub volumes: Vec<(String, String)>,
+    /// Published ports: (container port, host port, host address, protocol).
+    pub ports: Vec<(u16, u16, Option<String>, String)>,
+}
+
+impl ComposeContainer {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+impl From<ContainerSummary> for ComposeContainer {
+    fn from(c: ContainerSummary) -> Self {
+        let volumes = c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter_map(|m| Some((m.name?, m.destination?)))
+            .collect();
+        let ports = c
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let ip = p.ip.filter(|ip| ip != "0.0.0.0" && ip != "::");
+                let proto = p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into());
+                Some((p.private_port, p.public_port?, ip, proto))
+            })
+            .collect();
+        ComposeContainer {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            labels: c.labels.unwrap_or_default(),
+            volumes,
+            ports,
+        }
+    }
+}
+
 impl ContainerInfo {
     /// Running, and healthy if it has a health check.
     pub fn is_ready(&self) -> bool {
@@ -39,6 +93,25 @@ impl Engine {
         }
         out.sort_by(|a, b| a.service.cmp(&b.service).then(a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    /// The labels of every container of compose project `project`.
+    pub fn project_labels(&self, project: &str) -> Result<Vec<HashMap<String, String>>> {
+        Ok(self
+            .containers_labelled(&format!("com.docker.compose.project={project}"))?
+            .into_iter()
+            .map(|c| c.labels.unwrap_or_default())
+            .collect())
+    }
+
+    /// Every container that compose made, whoever ran it, with its labels,
+    /// volume mounts and published ports.
+    pub fn compose_containers(&self) -> Result<Vec<ComposeContainer>> {
+        Ok(self
+            .containers_labelled("com.docker.compose.project")?
+            .into_iter()
+            .map(ComposeContainer::from)
+            .collect())
     }
 
     /// Every container (running or not) carrying `label` (`key=value`).
@@ -131,7 +204,7 @@ impl Engine {
             entrypoint: Some(cmd.iter().map(|s| s.to_string()).collect()),
             cmd: Some(Vec::new()),
             network_disabled: Some(true),
-            labels: Some([("org.upkeep.helper".to_string(), "run".to_string())].into()),
+            labels: Some(self.owned_labels([("org.upkeep.helper", "run")])),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 ..Default::default()

@@ -10,12 +10,13 @@ mod twin;
 mod volume_data;
 mod volumes;
 
-pub use containers::ContainerInfo;
+pub use containers::{ComposeContainer, ContainerInfo};
 pub use exec::{ExecOutput, ExecReader, ExecSession, ExecSpec};
 pub use stream::StreamReader;
 pub use volume_data::VolumeArchive;
 pub use volumes::VolumeInfo;
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,9 @@ pub struct Engine {
     api: Docker,
     pub server_version: String,
     pub api_version: String,
+    /// The labels of the site this engine works for: every container and
+    /// volume upkeep creates through the API carries them.
+    owner_labels: std::sync::OnceLock<HashMap<String, String>>,
 }
 
 impl Engine {
@@ -57,7 +61,20 @@ impl Engine {
             api,
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
+            owner_labels: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the site's ownership labels (once, when a command starts).
+    pub fn set_owner_labels(&self, labels: HashMap<String, String>) {
+        let _ = self.owner_labels.set(labels);
+    }
+
+    /// The site's ownership labels plus `extra`, for something upkeep creates.
+    fn owned_labels<const N: usize>(&self, extra: [(&str, &str); N]) -> HashMap<String, String> {
+        let mut labels = self.owner_labels.get().cloned().unwrap_or_default();
+        labels.extend(extra.map(|(k, v)| (k.to_string(), v.to_string())));
+        labels
     }
 
     fn block_on<F: Future>(&self, fut: F) -> F::Output {

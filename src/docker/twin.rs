@@ -10,8 +10,6 @@
 //! removes that project's twins first ([`Engine::remove_twins`]), also those
 //! a killed run left behind.
 
-use std::collections::HashMap;
-
 use anyhow::{Context, Result};
 use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
@@ -63,7 +61,7 @@ impl Engine {
             }),
             stop_signal: config.stop_signal,
             stop_timeout: config.stop_timeout,
-            labels: Some(HashMap::from([(TWIN_OF.to_string(), project.to_string())])),
+            labels: Some(self.owned_labels([(TWIN_OF, project)])),
             host_config: Some(HostConfig {
                 binds: host.binds,
                 mounts: host.mounts,
@@ -116,7 +114,7 @@ impl Engine {
 
     /// A running twin of one of `project`'s containers, if there is one.
     pub fn running_twin(&self, project: &str) -> Result<Option<ContainerInfo>> {
-        for c in self.containers_labelled(&format!("{TWIN_OF}={project}"))? {
+        for c in self.own_twins(project)? {
             let info = self.container_info(&c.id.unwrap_or_default())?;
             if info.state == "running" {
                 return Ok(Some(info));
@@ -127,7 +125,7 @@ impl Engine {
 
     /// Removes every twin of `project`'s containers, running or not.
     pub fn remove_twins(&self, project: &str) -> Result<()> {
-        for c in self.containers_labelled(&format!("{TWIN_OF}={project}"))? {
+        for c in self.own_twins(project)? {
             let id = c.id.unwrap_or_default();
             tracing::warn!(
                 "removing {}, a stand-in container of {project} left by an interrupted run",
@@ -136,5 +134,26 @@ impl Engine {
             self.remove_twin(&id)?;
         }
         Ok(())
+    }
+
+    /// The twins of `project` that this site made: another site's project of
+    /// the same name has its own (one made before sites had ids has no label
+    /// and counts as this site's).
+    fn own_twins(&self, project: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let ours = self
+            .owner_labels
+            .get()
+            .and_then(|l| l.get(crate::ownership::SITE_LABEL));
+        Ok(self
+            .containers_labelled(&format!("{TWIN_OF}={project}"))?
+            .into_iter()
+            .filter(|c| {
+                let site = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::ownership::SITE_LABEL));
+                site.is_none() || site == ours
+            })
+            .collect())
     }
 }

@@ -42,7 +42,7 @@ impl Engine {
             image: Some(image.to_string()),
             // Never started; an entrypoint is still required by some images.
             cmd: Some(vec!["true".into()]),
-            labels: Some([("org.upkeep.helper".to_string(), volume.to_string())].into()),
+            labels: Some(self.owned_labels([("org.upkeep.helper", volume)])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
                     target: Some(MOUNT.into()),

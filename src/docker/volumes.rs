@@ -48,16 +48,11 @@ impl Engine {
             }
             return Ok(existing);
         }
-        let labels = HashMap::from([
-            (
-                "com.docker.compose.project".to_string(),
-                project.to_string(),
-            ),
-            ("com.docker.compose.volume".to_string(), key.to_string()),
-            (
-                "com.docker.compose.version".to_string(),
-                compose_version.to_string(),
-            ),
+        let labels = self.owned_labels([
+            ("com.docker.compose.project", project),
+            ("com.docker.compose.volume", key),
+            ("com.docker.compose.version", compose_version),
+            (crate::ownership::INSTANCE_LABEL, project),
         ]);
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),

@@ -1,6 +1,7 @@
 //! Operations that change things: backup, restore, upgrade. Each builds a
 //! plan (printed by `--dry-run`) and then carries it out under the site lock.
 
+pub mod adopt;
 pub mod backup;
 pub mod bulk_load;
 pub mod carry;

@@ -27,23 +27,32 @@ pub fn password_path(site: &Site) -> PathBuf {
     site.state_dir().join("repository.password")
 }
 
-fn location(site: &Site, opts: &RepoOptions) -> Result<RepoLocation> {
-    let url = match &opts.url {
-        Some(u) => u.clone(),
-        None => default_location(site).display().to_string(),
+/// A host without a site (a disaster-recovery host, say) names the
+/// repository and its password itself; a site has defaults for both.
+fn location(site: Option<&Site>, opts: &RepoOptions) -> Result<RepoLocation> {
+    let url = match (&opts.url, site) {
+        (Some(u), _) => u.clone(),
+        (None, Some(site)) => default_location(site).display().to_string(),
+        (None, None) => anyhow::bail!("no upkeep site here: name the repository with --repo URL"),
     };
     Ok(RepoLocation::parse(&url)?)
 }
 
 /// The password: `--password-file`, `UPKEEP_PASSWORD`, or the site's file
 /// (created with a random password when `create` is set and none exists).
-fn password(site: &Site, opts: &RepoOptions, create: bool) -> Result<String> {
+fn password(site: Option<&Site>, opts: &RepoOptions, create: bool) -> Result<String> {
     if let Some(file) = &opts.password_file {
         return read_password(file);
     }
     if let Ok(p) = std::env::var("UPKEEP_PASSWORD") {
         return Ok(p);
     }
+    let Some(site) = site else {
+        anyhow::bail!(
+            "no upkeep site here, so no site password: pass --password-file FILE (or set \
+             UPKEEP_PASSWORD) with the password of the repository"
+        );
+    };
     let path = password_path(site);
     if path.is_file() {
         return read_password(&path);
@@ -74,7 +83,7 @@ fn read_password(path: &Path) -> Result<String> {
 }
 
 /// Opens the repository, creating it (and the site password) if `create`.
-pub fn open(site: &Site, opts: &RepoOptions, create: bool) -> Result<Repository> {
+pub fn open(site: Option<&Site>, opts: &RepoOptions, create: bool) -> Result<Repository> {
     let loc = location(site, opts)?;
     let password = password(site, opts, create)?;
     let repo = if create {
@@ -86,7 +95,7 @@ pub fn open(site: &Site, opts: &RepoOptions, create: bool) -> Result<Repository>
 }
 
 /// The password `open` used, for commands that write a file with it.
-pub fn password_for(site: &Site, opts: &RepoOptions) -> Result<String> {
+pub fn password_for(site: Option<&Site>, opts: &RepoOptions) -> Result<String> {
     password(site, opts, false)
 }
 

@@ -42,11 +42,20 @@ pub struct RestoreReport {
     pub safety_snapshot: Option<String>,
 }
 
-/// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`).
+/// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`) and
+/// what it created, so that clearing it after a crash removes nothing else.
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
     snapshot: String,
     started: String,
+    /// Volumes this restore created (written before it creates them);
+    /// `None` in a journal of an upkeep that did not record them.
+    #[serde(default)]
+    created_volumes: Option<Vec<String>>,
+    /// The instance's containers were started: from then on it is an
+    /// instance like any other, whose data only `--force` replaces.
+    #[serde(default)]
+    instance_started: bool,
 }
 
 fn journal_path(site: &Site, name: &str) -> std::path::PathBuf {
@@ -80,8 +89,9 @@ pub fn plan(
     let target = Target::load(site, rec.clone())?;
     check(engine, &m, &target)?;
     let mut steps = Vec::new();
-    if instance::exists(site, &rec.name) {
-        refuse_existing(&rec, opts)?;
+    let leftovers = leftover_volumes(site, engine, &rec)?;
+    if instance::exists(site, &rec.name) || !leftovers.is_empty() {
+        refuse_existing(&rec, &leftovers, opts)?;
         steps.push(format!(
             "take a safety snapshot of instance {}, then remove its containers and volumes",
             rec.name
@@ -117,15 +127,43 @@ pub fn plan(
     Ok(steps)
 }
 
-fn refuse_existing(rec: &InstanceRecord, opts: &RestoreOptions) -> Result<()> {
-    if !opts.force {
+fn refuse_existing(
+    rec: &InstanceRecord,
+    leftovers: &[String],
+    opts: &RestoreOptions,
+) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    if leftovers.is_empty() {
         bail!(
             "instance {} already exists; restoring into it replaces its data. Pass --force (a \
              safety snapshot of it is taken first) or restore under a new name with --as NAME",
             rec.name
         );
     }
-    Ok(())
+    bail!(
+        "volumes {} of {} already exist although no instance of that name is recorded (left by \
+         an earlier instance); restoring would overwrite their data. Pass --force (a safety \
+         snapshot of them is taken first) or restore under a new name with --as NAME",
+        leftovers.join(", "),
+        rec.name
+    )
+}
+
+/// This site's volumes that a restore into `rec` would overwrite although no
+/// instance record names them (another site's or nobody's are refused by the guard).
+fn leftover_volumes(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Result<Vec<String>> {
+    if instance::exists(site, &rec.name) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for v in rec.volumes.values() {
+        if engine.volume(v)?.is_some() {
+            out.push(v.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses a snapshot the target release cannot hold.
@@ -212,20 +250,29 @@ pub fn restore(
     let target = Target::load(site, rec.clone())?;
     check(engine, &m, &target)?;
 
+    crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
     let mut safety_snapshot = None;
-    if instance::exists(site, &rec.name) {
-        refuse_existing(&rec, opts)?;
+    let leftovers = leftover_volumes(site, engine, &rec)?;
+    if instance::exists(site, &rec.name) || !leftovers.is_empty() {
+        refuse_existing(&rec, &leftovers, opts)?;
         let opts = BackupOptions {
             tags: vec!["safety".into(), format!("before-restore={}", &id[..8])],
             ..Default::default()
         };
-        let report = backup::backup(cx, repo, &target, &opts, None)?;
+        let report = backup::backup(cx, repo, &target, &opts, None).with_context(|| {
+            format!(
+                "taking the safety snapshot of {} before replacing it",
+                rec.name
+            )
+        })?;
         safety_snapshot = Some(report.snapshot.id);
         remove_instance(site, lock, engine, compose, &rec)?;
     }
-    let journal = Journal {
+    let mut journal = Journal {
         snapshot: id.clone(),
         started: now_rfc3339(),
+        created_volumes: Some(rec.volumes.values().cloned().collect()),
+        instance_started: false,
     };
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
 
@@ -257,6 +304,8 @@ pub fn restore(
         volumes.join().expect("volume writer panicked")?;
         loaded
     })?;
+    journal.instance_started = true;
+    durable::write_json(&journal_path(site, &rec.name), &journal)?;
     let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
     let tables_verified = match (&m.postgres, counts) {
         (Some(pg), Some(counts)) => verify_counts(&pg.row_counts, &counts)?,
@@ -364,7 +413,8 @@ fn verify_counts(expected: &postgres::RowCounts, got: &postgres::RowCounts) -> R
     Ok(expected.len())
 }
 
-/// Containers, volumes and record of an instance, for a forced replace.
+/// Containers, volumes and record of an instance, for a forced replace
+/// (after its safety snapshot) or to undo what an interrupted restore made.
 fn remove_instance(
     site: &Site,
     lock: &SiteLock,
@@ -372,15 +422,22 @@ fn remove_instance(
     compose: &Compose,
     rec: &InstanceRecord,
 ) -> Result<()> {
-    instance::down(site, lock, engine, compose, rec)?;
+    if instance::exists(site, &rec.name) {
+        instance::down(site, lock, engine, compose, rec)?;
+    }
+    let guard = crate::ownership::Guard::new(site, engine)?;
     for volume in rec.volumes.values() {
+        guard.check_volume(volume, &rec.name)?;
         engine.remove_volume(volume)?;
     }
     instance::remove_record(site, lock, &rec.name)
 }
 
-/// If a restore into `name` died, removes what it created (it held only
-/// the snapshot's data, which is still in the repository).
+/// If a restore into `name` died before its instance started, removes what
+/// it created (it held only the snapshot's data, still in the repository).
+/// One whose instance started (it timed out later, or someone ran it since)
+/// is an instance like any other: its journal is dropped and the restore
+/// goes on to the existing-instance check (`--force` and a safety snapshot).
 fn clear_interrupted(
     site: &Site,
     lock: &SiteLock,
@@ -392,12 +449,29 @@ fn clear_interrupted(
     let Some(j) = durable::read_json::<Journal>(&path)? else {
         return Ok(());
     };
+    let short = &j.snapshot[..8.min(j.snapshot.len())];
+    let has_run = engine
+        .project_containers(name)?
+        .iter()
+        .any(|c| c.state != "created");
+    let created = match (&j.created_volumes, j.instance_started || has_run) {
+        (Some(created), false) => created.clone(),
+        _ => {
+            tracing::warn!(
+                "a restore of snapshot {short} into {name} started {} did not finish, but {name} has                  run since (or the restore predates upkeep's record of what it created): it is kept                  as it is",
+                j.started
+            );
+            std::fs::remove_file(&path).ok();
+            return Ok(());
+        }
+    };
     tracing::warn!(
-        "a restore of snapshot {} into {name} started {} was interrupted; removing what it created and starting again",
-        &j.snapshot[..8.min(j.snapshot.len())],
-        j.started
+        "a restore of snapshot {short} into {name} started {} was interrupted; removing what it          created ({}) and starting again",
+        j.started,
+        created.join(", ")
     );
-    if let Ok(rec) = instance::load(site, name) {
+    if let Ok(mut rec) = instance::load(site, name) {
+        rec.volumes.retain(|_, v| created.contains(v));
         remove_instance(site, lock, engine, compose, &rec)?;
     }
     std::fs::remove_file(&path).ok();

@@ -140,6 +140,9 @@ pub struct UpgradeOptions {
     pub strategy: Option<Strategy>,
     pub as_name: Option<String>,
     pub timeout: Duration,
+    /// Replace a new instance left by an earlier upgrade that was rolled
+    /// back after it ran (a safety snapshot of it is taken first).
+    pub force: bool,
 }
 
 fn journal_path(site: &Site, old: &str) -> std::path::PathBuf {
@@ -239,8 +242,26 @@ pub fn plan(
             new_rec.name
         );
     }
+    let guard = crate::ownership::Guard::new(site, engine)?;
+    guard.check_instance(&old.rec)?;
+    guard.check_instance(&new_rec)?;
+    let mut warnings = instance::naming_notes(site, &new_rec)?;
+    if let Some(previous) = journal(site, old_name)?.filter(|p| p.new == new_rec.name) {
+        if new_instance_served(&previous) {
+            if !opts.force {
+                bail!(
+                    "instance {} was started by an earlier upgrade of {old_name} that was rolled back                      afterwards: its volumes may hold rows written while it ran. Upgrading again                      replaces them: pass --force (a safety snapshot of {} is taken first), or                      upgrade under another name with --as NAME",
+                    new_rec.name,
+                    new_rec.name
+                );
+            }
+            warnings.push(format!(
+                "{} (left by the earlier, rolled-back upgrade) is replaced: a safety snapshot of it is taken first",
+                new_rec.name
+            ));
+        }
+    }
     let new = Target::load(site, new_rec)?;
-    let mut warnings = Vec::new();
     let missing: Vec<String> = new
         .images
         .values()
@@ -446,8 +467,13 @@ pub fn run(cx: &Ctx, repo: &Repository, plan: &Plan, opts: &UpgradeOptions) -> R
         new_row_counts: None,
         phases: Vec::new(),
     };
-    // A failed earlier attempt may have left the new instance half made.
+    // A failed earlier attempt may have left the new instance half made;
+    // one that served (rolled back after it ran) is kept in a safety
+    // snapshot first (`plan` refused it without --force).
     if let Some(p) = previous.filter(|p| p.new == plan.new && p.state != State::Done) {
+        if new_instance_served(&p) {
+            snapshot_before_replacing(cx, repo, &p)?;
+        }
         clear_new(cx, &p.new)?;
     }
     save(site, &j)?;
@@ -474,6 +500,7 @@ pub fn resume(cx: &Ctx, repo: &Repository, old: &str, timeout: Duration) -> Resu
         strategy: Some(j.strategy),
         as_name: Some(j.new.clone()),
         timeout,
+        force: false,
     };
     drive(cx, repo, &mut j, &opts)?;
     Ok(j)
@@ -919,6 +946,8 @@ fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
         engine,
         compose,
     } = *cx;
+    let guard = crate::ownership::Guard::new(site, engine)?;
+    guard.check_instance(new)?;
     engine.remove_twins(&new.name)?;
     if instance::exists(site, &new.name) && !engine.project_containers(&new.name)?.is_empty() {
         instance::down(site, lock, engine, compose, new)?;
@@ -948,6 +977,28 @@ fn reset_volume(engine: &Engine, volume: &str) -> Result<()> {
     );
     engine.remove_volume(volume)?;
     engine.ensure_compose_volume(volume, &project, &key, &version)?;
+    Ok(())
+}
+
+/// The new instance of `j` has run: rolled back after it started.
+fn new_instance_served(j: &Journal) -> bool {
+    j.state == State::RolledBack && j.done.contains(&Step::StartNew)
+}
+
+/// A safety snapshot of the new instance of an earlier upgrade, before an
+/// upgrade again replaces it.
+fn snapshot_before_replacing(cx: &Ctx, repo: &Repository, j: &Journal) -> Result<()> {
+    let target = Target::load(cx.site, instance::load(cx.site, &j.new)?)?;
+    let opts = BackupOptions {
+        tags: vec!["safety".into(), format!("before-upgrade-again={}", j.new)],
+        ..Default::default()
+    };
+    let report = backup::backup(cx, repo, &target, &opts, None)?;
+    tracing::warn!(
+        "safety snapshot {} of {} taken before replacing it",
+        report.snapshot.short_id,
+        j.new
+    );
     Ok(())
 }
 
@@ -985,11 +1036,27 @@ fn rollback_journal(cx: &Ctx, j: &mut Journal, timeout: Duration) -> Result<()> 
     save(site, j)
 }
 
+/// What rolling back a finished upgrade means for the data written since.
+pub fn finished_rollback_warning(j: &Journal) -> String {
+    format!(
+        "the upgrade of {} to {} ({}) finished: rolling back returns to {} with its data as it was          when the upgrade stopped it. Rows written to {} since then stay only in {}'s volumes          (kept, not deleted). Pass --yes to roll back",
+        j.old, j.new, j.to, j.old, j.new, j.new
+    )
+}
+
 /// `upkeep rollback NAME`: back to the old instance, after a crash or a
 /// finished upgrade, while the old instance's volumes exist.
-pub fn rollback(cx: &Ctx, name: &str, timeout: Duration) -> Result<Journal> {
-    let Ctx { site, .. } = *cx;
+pub fn rollback(cx: &Ctx, name: &str, timeout: Duration, yes: bool) -> Result<Journal> {
+    let Ctx { site, engine, .. } = *cx;
     let mut j = journal_of(site, name)?;
+    let guard = crate::ownership::Guard::new(site, engine)?;
+    guard.check_instance(&instance::load(site, &j.old)?)?;
+    if let Ok(new) = instance::load(site, &j.new) {
+        guard.check_instance(&new)?;
+    }
+    if j.state == State::Done && !yes {
+        bail!("{}", finished_rollback_warning(&j));
+    }
     if j.state == State::RolledBack {
         bail!(
             "the upgrade of {} to {} was already rolled back",

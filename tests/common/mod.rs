@@ -138,6 +138,13 @@ impl TestSite {
 }
 
 impl TestSite {
+    /// Installs the sample bundles `versions`.
+    pub fn install(&self, versions: &[&str]) {
+        for v in versions {
+            self.ok(&["install", bundle(v).to_str().unwrap()]);
+        }
+    }
+
     /// Waits (60 s at most) until the site lock file names a holder running `what`.
     pub fn wait_for_holder(&self, what: &str) {
         let lock = self.root.join(".upkeep/lock");
@@ -416,4 +423,109 @@ pub fn volume_listing(volume: &str) -> String {
 /// disaster would.
 pub fn destroy(project: &str) {
     purge_project(project);
+}
+
+/// A copy of sample bundle `version` that says it is `as_version` (VERSION
+/// and SHA256SUMS rewritten, the compose file passed through `edit`), so a
+/// test's default instance has a project name unique to the run. The image
+/// archive is hard-linked, not copied.
+pub fn bundle_as(
+    version: &str,
+    as_version: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, PathBuf) {
+    let src = bundle(version);
+    let base = repo_root().join("target/test-bundles");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("b-")
+        .tempdir_in(&base)
+        .unwrap();
+    let dst = dir.path().join(format!("upkeep-sample-{as_version}"));
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(&src)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Hard links share the sample's bytes: unlink before writing.
+    let rewrite = |path: &Path, text: String| {
+        std::fs::remove_file(path).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    rewrite(&dst.join("VERSION"), format!("{as_version}\n"));
+    let compose = dst.join("docker-compose.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    rewrite(&compose, edit(text));
+    let sums: String = std::fs::read_to_string(dst.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (_, file) = line.split_once("  ").unwrap();
+            format!("{}  {file}\n", sha256(&dst.join(file)))
+        })
+        .collect();
+    rewrite(&dst.join("SHA256SUMS"), sums);
+    (dir, dst)
+}
+
+/// A release version unique to this run (its default instance's project
+/// name is too), e.g. `v1.0.0-u123x4`: tests never create `v100`.
+pub fn unique_version(version: &str) -> String {
+    format!("{version}-{}", unique("u"))
+}
+
+/// The compose project name compose gives a release folder (its default instance).
+pub fn default_project(version: &str) -> String {
+    version
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
+/// The compose CLI the run uses (`UPKEEP_COMPOSE=v1|v2`, else v2 when it works),
+/// for tests that do by hand what an administrator does.
+pub fn compose_cli() -> Command {
+    let v2 = match std::env::var("UPKEEP_COMPOSE").as_deref() {
+        Ok("v1") => false,
+        Ok("v2") => true,
+        _ => Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+    };
+    if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    }
+}
+
+/// Runs a compose command in `dir` by hand; panics with its output on failure.
+pub fn compose_by_hand(dir: &Path, args: &[&str]) {
+    let out = compose_cli()
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running compose");
+    assert!(
+        out.status.success(),
+        "compose {args:?} in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A host port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
