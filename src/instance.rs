@@ -166,10 +166,9 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
     let compose = vendor_compose(&release_dir)?;
     let mut volumes = BTreeMap::new();
     for key in compose.volume_keys() {
-        let fixed = compose.volume_name(&key);
         // The vendor's fixed name is the default copy's, as with plain
         // compose; any other copy gets names of its own.
-        let volume = match fixed {
+        let volume = match compose.volume_name(&key) {
             Some(fixed) if name == default => fixed,
             _ => format!("{name}_{key}"),
         };

@@ -151,7 +151,11 @@ pub fn adopt(cx: &Ctx, name: &str, bundle_path: Option<&Path>) -> Result<Adopted
     let compose_path = bundle::compose_file_in(&release_dir)
         .with_context(|| format!("{} holds no docker-compose.yml", release_dir.display()))?;
     check_config_files(name, &containers, &home, &compose_path)?;
-    let vendor = ComposeFile::load(&compose_path)?;
+    // As compose resolves it for that project, with the .env in its folder.
+    let vendor = ComposeFile::resolve(
+        &crate::compose::Compose::default(),
+        &crate::compose::runner::Project::new(name, &home, &compose_path),
+    )?;
     let volumes = real_volumes(engine, name, &containers, &vendor)?;
     for volume in volumes.values() {
         guard.check_volume_not_foreign(volume, name)?;
