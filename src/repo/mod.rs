@@ -31,7 +31,7 @@ mod repository;
 mod transfer;
 mod writer;
 
-pub use check::{CheckReport, Damage};
+pub use check::{CheckReport, Damage, Verdict};
 pub use error::{RepoError, Result};
 pub use forget::{ForgetReport, KeepPolicy, PruneReport};
 pub use location::RepoLocation;
