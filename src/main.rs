@@ -29,12 +29,18 @@ fn main() {
 /// The Docker client and its HTTP stack log request bodies at debug level,
 /// and those hold secrets (`PGPASSWORD` in an exec's environment): they are
 /// held at info whatever -v or UPKEEP_LOG asks for.
-fn without_request_bodies(
-    filter: tracing_subscriber::EnvFilter,
-) -> tracing_subscriber::EnvFilter {
-    ["bollard", "hyper", "hyper_util", "h2", "ureq", "ureq_proto", "rustls"]
-        .iter()
-        .fold(filter, |f, krate| {
-            f.add_directive(format!("{krate}=info").parse().expect("a valid directive"))
-        })
+fn without_request_bodies(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    [
+        "bollard",
+        "hyper",
+        "hyper_util",
+        "h2",
+        "ureq",
+        "ureq_proto",
+        "rustls",
+    ]
+    .iter()
+    .fold(filter, |f, krate| {
+        f.add_directive(format!("{krate}=info").parse().expect("a valid directive"))
+    })
 }

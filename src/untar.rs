@@ -227,9 +227,7 @@ impl<'d> Unpacking<'d> {
                 let target = link_target(entry, &shown)?;
                 let target_rel = relative(&target)?;
                 if !self.files.contains(&target_rel) {
-                    return Err(
-                        Unsafe::ForeignHardLink(shown, target.display().to_string()).into(),
-                    );
+                    return Err(Unsafe::ForeignHardLink(shown, target.display().to_string()).into());
                 }
                 Action::HardLink(target_rel)
             }

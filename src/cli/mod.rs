@@ -159,7 +159,10 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// Exit status for an error: busy and unreadable storage get their own so
 /// scripts can retry.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let repo_error = || err.chain().find_map(|e| e.downcast_ref::<crate::repo::RepoError>());
+    let repo_error = || {
+        err.chain()
+            .find_map(|e| e.downcast_ref::<crate::repo::RepoError>())
+    };
     if err
         .chain()
         .any(|e| e.downcast_ref::<crate::site::Busy>().is_some())

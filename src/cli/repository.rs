@@ -149,7 +149,9 @@ pub fn check(site: &Site, args: &CheckArgs, out: &Output) -> Result<i32> {
         }
         text += match report.verdict() {
             Verdict::Sound => "\nno errors were found",
-            Verdict::Damaged => "\nthe repository is damaged: the streams named above cannot be restored intact",
+            Verdict::Damaged => {
+                "\nthe repository is damaged: the streams named above cannot be restored intact"
+            }
             Verdict::Unreadable => {
                 "\nno damage was found, but the storage failed on what is listed above even \
                  after retries, so it was not checked: run `upkeep check` again when the \

@@ -43,7 +43,9 @@ fn password(site: &Site, opts: &RepoOptions, create: bool) -> Result<String> {
     }
     if let Ok(p) = std::env::var("UPKEEP_PASSWORD") {
         if p.is_empty() {
-            anyhow::bail!("UPKEEP_PASSWORD is set but empty: set it to the repository password, or unset it");
+            anyhow::bail!(
+                "UPKEEP_PASSWORD is set but empty: set it to the repository password, or unset it"
+            );
         }
         return Ok(p);
     }

@@ -140,13 +140,13 @@ struct MacJson {
 }
 
 /// The largest scrypt cost a key file may ask for. restic calibrates its keys
-/// to about 60 MiB of memory (N·r·128 bytes) and half a second; these caps
-/// leave room for tuned restic builds while refusing a crafted key file that
+/// to at most 60 MiB of memory (N·r·128 bytes) and half a second; these caps
+/// (4 times that memory, p up to 16) leave room for tuned restic builds while refusing a crafted key file that
 /// would make opening the repository allocate terabytes or run for days. No
 /// password is needed to plant such a file, so the check comes before scrypt.
-const MAX_SCRYPT_MEMORY: u64 = 1 << 30;
-const MAX_SCRYPT_P: u32 = 64;
-const MAX_SCRYPT_WORK: u64 = 1 << 34;
+const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
+const MAX_SCRYPT_P: u32 = 16;
+const MAX_SCRYPT_WORK: u64 = 1 << 32;
 
 fn check_scrypt_cost(n: u64, r: u32, p: u32) -> Result<u8> {
     let refuse = |why: String| {
@@ -158,7 +158,9 @@ fn check_scrypt_cost(n: u64, r: u32, p: u32) -> Result<u8> {
         return Err(refuse("N must be a power of two above 1".into()));
     }
     if r == 0 || p == 0 || p > MAX_SCRYPT_P {
-        return Err(refuse(format!("r and p must be between 1 and {MAX_SCRYPT_P}")));
+        return Err(refuse(format!(
+            "r and p must be between 1 and {MAX_SCRYPT_P}"
+        )));
     }
     let memory = n.checked_mul(u64::from(r)).and_then(|x| x.checked_mul(128));
     if memory.is_none_or(|m| m > MAX_SCRYPT_MEMORY) {

@@ -21,6 +21,8 @@ mod crypto;
 mod error;
 mod forget;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod index;
 mod location;

@@ -117,11 +117,12 @@ pub(crate) fn username() -> String {
 
 /// restic's index, snapshot, key and lock files are at most a few MiB; a
 /// file that inflates past this is refused instead of filling memory.
-const MAX_UNPACKED_FILE: u64 = 256 << 20;
+const MAX_UNPACKED_FILE: u64 = 64 << 20;
 
 fn decompress_bounded(compressed: &[u8], what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
-    let damaged = |e: std::io::Error| RepoError::Corrupt(format!("{what} does not decompress: {e}"));
+    let damaged =
+        |e: std::io::Error| RepoError::Corrupt(format!("{what} does not decompress: {e}"));
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(compressed)
         .map_err(damaged)?
@@ -139,8 +140,7 @@ fn decompress_bounded(compressed: &[u8], what: &str) -> Result<Vec<u8>> {
 
 /// The JSON inside a decrypted repository file (index, snapshot, lock,
 /// config): plain for version 1, a type byte and zstd for version 2.
-#[doc(hidden)]
-pub fn decode_unpacked(plain: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn decode_unpacked(plain: Vec<u8>, what: &str) -> Result<Vec<u8>> {
     match plain.first() {
         Some(b'{') | Some(b'[') => Ok(plain),
         Some(2) => decompress_bounded(&plain[1..], what),

@@ -78,8 +78,9 @@ pub fn restore(mut tar_stream: impl Read, home: &Path) -> Result<Vec<PathBuf>> {
         drop_world_write: false,
     };
     spool.seek(SeekFrom::Start(0))?;
-    untar::check(&mut spool, home, &rules)
-        .context("the snapshot's config archive was refused; nothing in the instance folder was changed")?;
+    untar::check(&mut spool, home, &rules).context(
+        "the snapshot's config archive was refused; nothing in the instance folder was changed",
+    )?;
     spool.seek(SeekFrom::Start(0))?;
     untar::unpack(&mut spool, home, &rules).context("restoring the config")
 }

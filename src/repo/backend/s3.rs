@@ -139,7 +139,9 @@ impl S3Backend {
                             return Err(self.fail(
                                 op,
                                 path,
-                                format!("the answer is larger than the {limit} bytes expected: {e}"),
+                                format!(
+                                    "the answer is larger than the {limit} bytes expected: {e}"
+                                ),
                             ))
                         }
                         Err(e) => last = e.to_string(),
@@ -148,7 +150,11 @@ impl S3Backend {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(self.fail(op, path, format!("gave up after {ATTEMPTS} attempts: {last}")))
+        Err(self.fail(
+            op,
+            path,
+            format!("gave up after {ATTEMPTS} attempts: {last}"),
+        ))
     }
 
     fn check(&self, op: &'static str, path: &str, status: u16, body: &[u8]) -> Result<()> {
@@ -179,8 +185,9 @@ impl Backend for S3Backend {
 
     fn create(&self) -> Result<()> {
         let url = self.bucket.head_bucket(Some(&self.creds)).sign(SIGN_FOR);
-        let (status, _) =
-            self.request("head bucket", "", 0, &|| self.agent.head(url.as_str()).call())?;
+        let (status, _) = self.request("head bucket", "", 0, &|| {
+            self.agent.head(url.as_str()).call()
+        })?;
         if status == 404 {
             let action = self.bucket.create_bucket(&self.creds);
             let url = action.sign(SIGN_FOR);
@@ -207,8 +214,9 @@ impl Backend for S3Backend {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGN_FOR);
-            let (status, body) =
-                self.request("list", dir, MAX_BODY, &|| self.agent.get(url.as_str()).call())?;
+            let (status, body) = self.request("list", dir, MAX_BODY, &|| {
+                self.agent.get(url.as_str()).call()
+            })?;
             self.check("list", dir, status, &body)?;
             let text = String::from_utf8_lossy(&body);
             let parsed = ListObjectsV2::parse_response(&text)
@@ -233,8 +241,9 @@ impl Backend for S3Backend {
             .bucket
             .get_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("read", &path, MAX_BODY, &|| self.agent.get(url.as_str()).call())?;
+        let (status, body) = self.request("read", &path, MAX_BODY, &|| {
+            self.agent.get(url.as_str()).call()
+        })?;
         self.check("read", &path, status, &body)?;
         Ok(body)
     }
@@ -272,8 +281,9 @@ impl Backend for S3Backend {
             .bucket
             .put_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("write", &path, MAX_ERROR_BODY, &|| self.agent.put(url.as_str()).send(data))?;
+        let (status, body) = self.request("write", &path, MAX_ERROR_BODY, &|| {
+            self.agent.put(url.as_str()).send(data)
+        })?;
         self.check("write", &path, status, &body)
     }
 
@@ -283,8 +293,9 @@ impl Backend for S3Backend {
             .bucket
             .delete_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("delete", &path, MAX_ERROR_BODY, &|| self.agent.delete(url.as_str()).call())?;
+        let (status, body) = self.request("delete", &path, MAX_ERROR_BODY, &|| {
+            self.agent.delete(url.as_str()).call()
+        })?;
         if status == 404 {
             return Ok(());
         }
