@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test run (called by .ci/run): fixtures, format, lints, tests.
+# The project's test run (called by .ci/run): fixtures, format, lints, tests, fuzzing.
 # Stops at the first failing step and exits with its status.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,5 +32,8 @@ UPKEEP_COMPOSE=v2 cargo test --all-targets 2>&1
 
 step "cargo test (compose subset), compose v1"
 UPKEEP_COMPOSE=v1 cargo test "${V1_SUITE[@]}" 2>&1
+
+step "fuzz targets (scripts/fuzz.sh, ${FUZZ_SECONDS:-30}s each)"
+scripts/fuzz.sh
 
 step "all steps passed in $((SECONDS - T0))s"

@@ -1,27 +1,25 @@
 //! Vendor bundles: a folder or a tarball (`.tar`, `.tar.gz`/`.tgz`,
 //! `.tar.zst`) holding one release. Unpacking refuses anything that could
 //! write outside the release folder: absolute paths, `..`, links that
-//! escape, device files. A refused bundle leaves nothing behind.
+//! escape (followed through every other link), device files; setuid bits
+//! and world-write are dropped (see [`untar`]). A refused bundle leaves
+//! nothing behind.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::durable::sha256_file;
+use crate::durable::{self, sha256_file};
+use crate::untar::{self, Unsafe};
 
 /// Why a bundle was refused; the message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error("bundle entry `{0}` is an absolute path; a release must stay inside its folder, so the bundle was refused")]
-    AbsolutePath(String),
-    #[error("bundle entry `{0}` climbs out with `..`; the bundle was refused")]
-    ParentPath(String),
-    #[error("bundle link `{0}` points outside the release (to `{1}`); the bundle was refused")]
-    EscapingLink(String, String),
-    #[error("bundle entry `{0}` is a device or other special file; the bundle was refused")]
-    SpecialFile(String),
+    #[error("the bundle was refused: {0}")]
+    Unsafe(#[from] Unsafe),
     #[error("checksum mismatch for `{file}`: SHA256SUMS says {expected}, the file has {actual}. The bundle is damaged or was altered: fetch it again from the vendor")]
     Checksum {
         file: String,
@@ -88,85 +86,29 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<PathBuf> {
 }
 
 fn unpack_tar(reader: impl Read, dest: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(false);
-    for entry in archive.entries().context("reading the archive")? {
-        let mut entry = entry.context("the archive is damaged or truncated")?;
-        let path = entry.path()?.into_owned();
-        let shown = path.display().to_string();
-        let rel = check_relative(&path)?;
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name()?
-                .with_context(|| format!("link {shown} has no target"))?
-                .into_owned();
-            if kind.is_hard_link() {
-                check_relative(&target)?;
-            } else {
-                check_link_target(&rel, &target)?;
-            }
-        } else if !(kind.is_file()
-            || kind.is_dir()
-            || kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-            || kind == tar::EntryType::Continuous)
-        {
-            return Err(Refused::SpecialFile(shown).into());
-        }
-        if !entry
-            .unpack_in(dest)
-            .with_context(|| format!("writing {shown}"))?
-        {
-            return Err(Refused::ParentPath(shown).into());
-        }
+    let rules = untar::Rules {
+        replace: false,
+        owners: false,
+        links_inside: true,
+        drop_world_write: true,
+    };
+    match untar::unpack(reader, dest, &rules) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match e.downcast::<Unsafe>() {
+            Ok(unsafe_entry) => Refused::from(unsafe_entry).into(),
+            Err(e) => e,
+        }),
     }
-    Ok(())
-}
-
-/// The path made only of normal components, or the reason it is refused.
-fn check_relative(path: &Path) -> Result<PathBuf, Refused> {
-    let shown = path.display().to_string();
-    let mut rel = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(part) => rel.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err(Refused::ParentPath(shown)),
-            Component::RootDir | Component::Prefix(_) => return Err(Refused::AbsolutePath(shown)),
-        }
-    }
-    Ok(rel)
-}
-
-/// A symlink at `link` (relative to the release root) may only point at a
-/// place inside the release.
-fn check_link_target(link: &Path, target: &Path) -> Result<(), Refused> {
-    let escape = || Refused::EscapingLink(link.display().to_string(), target.display().to_string());
-    if target.is_absolute() {
-        return Err(escape());
-    }
-    let mut depth: usize = link.components().count().saturating_sub(1);
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth = depth.checked_sub(1).ok_or_else(escape)?,
-            Component::Normal(_) => depth += 1,
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn copy_folder(src: &Path, dest: &Path) -> Result<()> {
     copy_tree(src, dest, Path::new(""), &|_| true)
 }
 
-/// Copies `src` into `dest` (both folders), keeping modes and mtimes,
-/// refusing links that escape `src`; `keep` filters relative paths.
+/// Copies `src` into `dest` (both folders), keeping mtimes and the modes
+/// [`untar::safe_mode`] allows, refusing links that resolve outside `src`
+/// (through any other link of it); `keep` filters relative paths. Files and
+/// folders are synced.
 pub fn copy_tree(src: &Path, dest: &Path, rel: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
     let here = src.join(rel);
     let mut entries: Vec<_> = fs::read_dir(&here)
@@ -182,27 +124,42 @@ pub fn copy_tree(src: &Path, dest: &Path, rel: &Path, keep: &dyn Fn(&Path) -> bo
         let to = dest.join(&rel_path);
         let meta = fs::symlink_metadata(&from)?;
         let ft = meta.file_type();
+        let mode = untar::safe_mode(&rel_path, meta.permissions().mode(), ft.is_dir(), true);
         if ft.is_symlink() {
-            let target = fs::read_link(&from)?;
-            check_link_target(&rel_path, &target)?;
-            std::os::unix::fs::symlink(&target, &to)
+            // src is complete, so resolving there is exact
+            untar::check_link_resolves_inside(src, &rel_path).map_err(Refused::from)?;
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)
                 .with_context(|| format!("creating link {}", to.display()))?;
             continue;
         } else if ft.is_dir() {
             fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?;
             copy_tree(src, dest, &rel_path, keep)?;
         } else if ft.is_file() {
-            fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            copy_file(&from, &to, mode).with_context(|| format!("copying {}", from.display()))?;
         } else {
-            return Err(Refused::SpecialFile(rel_path.display().to_string()).into());
+            return Err(Refused::from(Unsafe::SpecialFile(rel_path.display().to_string())).into());
         }
-        fs::set_permissions(&to, meta.permissions())?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
         let mtime = meta.modified()?;
         File::open(&to)
             .and_then(|f| f.set_modified(mtime))
             .with_context(|| format!("setting the time of {}", to.display()))?;
     }
-    Ok(())
+    durable::sync_dir(&dest.join(rel)).with_context(|| format!("syncing {}", dest.display()))
+}
+
+/// Copies one file, created with `mode` before its first byte, and syncs it.
+fn copy_file(from: &Path, to: &Path, mode: u32) -> std::io::Result<()> {
+    let mut src = File::open(from)?;
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)?;
+    out.set_permissions(fs::Permissions::from_mode(mode))?;
+    std::io::copy(&mut src, &mut out)?;
+    out.sync_all()
 }
 
 /// The folder holding `docker-compose.yml`: the unpack root or its only
@@ -256,7 +213,7 @@ pub fn verify_checksums(root: &Path) -> Result<usize> {
             .split_once(char::is_whitespace)
             .with_context(|| format!("SHA256SUMS line `{line}` is not `<digest>  <file>`"))?;
         let name = name.trim_start().trim_start_matches('*');
-        let rel = check_relative(Path::new(name))?;
+        let rel = untar::relative(Path::new(name)).map_err(Refused::from)?;
         let path = root.join(&rel);
         if !path.is_file() {
             bail!("SHA256SUMS lists `{name}` but the bundle does not hold it: the bundle is incomplete; fetch it again");

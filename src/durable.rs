@@ -38,6 +38,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Whether `name` is the temporary name [`write_atomic`] gives a file while
+/// writing it (`.<name>.tmp-<pid>`), and the pid that wrote it.
+pub fn temporary_writer(name: &str) -> Option<u32> {
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
+}
+
+/// Removes the temporaries of [`write_atomic`] in `dir` that a process which
+/// no longer exists left (a crash between create and rename); returns the
+/// names of the files that are not such leftovers.
+pub fn names_without_leftovers(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        match temporary_writer(&name) {
+            Some(pid) => {
+                if !process_exists(pid) {
+                    // best effort: a leftover nobody reads
+                    let _ = fs::remove_file(dir.join(&name));
+                }
+            }
+            None => names.push(name),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically (mode 0600).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)?;

@@ -17,3 +17,4 @@ pub mod release;
 pub mod repo;
 pub mod site;
 pub mod snapshot;
+pub mod untar;

@@ -70,8 +70,13 @@ pub(crate) fn load_instance(
         .map_err(|e| crate::ownership::explain_unknown(site, engine, name).unwrap_or(e))
 }
 
-/// Exit status for "another run holds the site lock".
+/// Exit status for "another run holds the site lock" (or the repository's).
 pub const EXIT_BUSY: i32 = 75;
+/// Exit status of `check` when it proved damage (sysexits' EX_DATAERR).
+pub const EXIT_DAMAGED: i32 = 65;
+/// Exit status when the repository's storage could not be read, even after
+/// retries (sysexits' EX_IOERR): nothing is known to be damaged.
+pub const EXIT_UNREADABLE: i32 = 74;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -177,13 +182,21 @@ pub fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
-/// Exit status for an error: busy gets its own so scripts can retry.
+/// Exit status for an error: busy and unreadable storage get their own so
+/// scripts can retry.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
+    let repo_error = || {
+        err.chain()
+            .find_map(|e| e.downcast_ref::<crate::repo::RepoError>())
+    };
     if err
         .chain()
         .any(|e| e.downcast_ref::<crate::site::Busy>().is_some())
+        || matches!(repo_error(), Some(crate::repo::RepoError::Locked { .. }))
     {
         EXIT_BUSY
+    } else if repo_error().is_some_and(|e| e.is_unreadable()) {
+        EXIT_UNREADABLE
     } else {
         1
     }

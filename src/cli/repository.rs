@@ -8,7 +8,7 @@ use clap::Args;
 use super::output::{table, Output};
 use crate::durable::human_bytes;
 use crate::ops::repository::{self, RepoOptions};
-use crate::repo::KeepPolicy;
+use crate::repo::{KeepPolicy, Verdict};
 use crate::site::Site;
 
 /// Where the snapshots are and how to open them.
@@ -144,12 +144,27 @@ pub fn check(site: Option<&Site>, args: &CheckArgs, out: &Output) -> Result<i32>
                 d.snapshot, d.stream, d.problem
             );
         }
-        if report.is_ok() {
-            text += "\nno errors were found";
+        for u in &report.unreadable {
+            text += &format!("\ncould not read: {u}");
         }
+        text += match report.verdict() {
+            Verdict::Sound => "\nno errors were found",
+            Verdict::Damaged => {
+                "\nthe repository is damaged: the streams named above cannot be restored intact"
+            }
+            Verdict::Unreadable => {
+                "\nno damage was found, but the storage failed on what is listed above even \
+                 after retries, so it was not checked: run `upkeep check` again when the \
+                 storage answers"
+            }
+        };
         text
     })?;
-    Ok(if report.is_ok() { 0 } else { 1 })
+    Ok(match report.verdict() {
+        Verdict::Sound => 0,
+        Verdict::Damaged => super::EXIT_DAMAGED,
+        Verdict::Unreadable => super::EXIT_UNREADABLE,
+    })
 }
 
 pub fn forget(site: Option<&Site>, args: &ForgetArgs, out: &Output) -> Result<()> {

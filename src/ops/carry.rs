@@ -184,6 +184,9 @@ pub fn copy_exact(from: &Path, to: &Path) -> Result<()> {
     }
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, to)?;
+    // the rename is durable only once its folder is synced
+    let folder = to.parent().filter(|p| !p.as_os_str().is_empty());
+    durable::sync_dir(folder.unwrap_or(Path::new(".")))?;
     Ok(())
 }
 

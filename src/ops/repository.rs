@@ -45,6 +45,11 @@ fn password(site: Option<&Site>, opts: &RepoOptions, create: bool) -> Result<Str
         return read_password(file);
     }
     if let Ok(p) = std::env::var("UPKEEP_PASSWORD") {
+        if p.is_empty() {
+            anyhow::bail!(
+                "UPKEEP_PASSWORD is set but empty: set it to the repository password, or unset it"
+            );
+        }
         return Ok(p);
     }
     let Some(site) = site else {
@@ -79,7 +84,15 @@ fn password(site: Option<&Site>, opts: &RepoOptions, create: bool) -> Result<Str
 fn read_password(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the repository password from {}", path.display()))?;
-    Ok(text.lines().next().unwrap_or_default().to_string())
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        anyhow::bail!(
+            "the password file {} is empty (its first line is the password): an empty password \
+             protects nothing, so upkeep refuses it; write the repository password into it",
+            path.display()
+        );
+    }
+    Ok(password.to_string())
 }
 
 /// Opens the repository, creating it (and the site password) if `create`.

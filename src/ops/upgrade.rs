@@ -159,11 +159,11 @@ pub fn journal(site: &Site, old: &str) -> Result<Option<Journal>> {
 pub fn journals(site: &Site) -> Result<Vec<Journal>> {
     let dir = site.state_dir().join("upgrades");
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd {
-            if let Some(j) = durable::read_json::<Journal>(&e?.path())? {
-                out.push(j);
-            }
+    // a crash while a journal was saved leaves its temporary: not a journal
+    let names = durable::names_without_leftovers(&dir).unwrap_or_default();
+    for name in names.iter().filter(|n| n.ends_with(".json")) {
+        if let Some(j) = durable::read_json::<Journal>(&dir.join(name))? {
+            out.push(j);
         }
     }
     Ok(out)

@@ -41,12 +41,77 @@ pub struct CheckReport {
     pub errors: Vec<String>,
     /// The streams those problems make unrestorable.
     pub damaged: Vec<Damage>,
+    /// What could not be read (the storage failed even after retries), so
+    /// could not be checked: not known to be damaged, not known to be sound.
+    pub unreadable: Vec<String>,
+}
+
+/// What a check proved, worst first.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Some data is damaged or missing.
+    Damaged,
+    /// Nothing damaged was found, but some data could not be read.
+    Unreadable,
+    /// Every snapshot can be restored.
+    Sound,
 }
 
 impl CheckReport {
-    /// No errors: every snapshot can be restored.
+    /// No errors and everything read: every snapshot can be restored.
     pub fn is_ok(&self) -> bool {
-        self.errors.is_empty() && self.damaged.is_empty()
+        self.verdict() == Verdict::Sound
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        if !self.errors.is_empty() || !self.damaged.is_empty() {
+            Verdict::Damaged
+        } else if !self.unreadable.is_empty() {
+            Verdict::Unreadable
+        } else {
+            Verdict::Sound
+        }
+    }
+}
+
+/// Whether a missing blob proves damage: not when an index file could not be read.
+struct Lookup<'a> {
+    idx: &'a Index,
+    bad: HashMap<(Id, BlobType), String>,
+    unreadable: HashMap<(Id, BlobType), String>,
+    index_complete: bool,
+}
+
+/// A problem with one blob: damage, or data that could not be read.
+enum Problem {
+    Damage(String),
+    Unreadable(String),
+}
+
+impl Lookup<'_> {
+    fn blob(&self, id: &Id, tpe: BlobType) -> Option<Problem> {
+        if let Some(p) = self.bad.get(&(*id, tpe)) {
+            return Some(Problem::Damage(p.clone()));
+        }
+        if let Some(p) = self.unreadable.get(&(*id, tpe)) {
+            return Some(Problem::Unreadable(p.clone()));
+        }
+        if self.idx.contains(id, tpe) {
+            return None;
+        }
+        let what = match tpe {
+            BlobType::Tree => "tree",
+            BlobType::Data => "data blob",
+        };
+        Some(if self.index_complete {
+            Problem::Damage(format!("{what} {} is not in any index", id.short()))
+        } else {
+            Problem::Unreadable(format!(
+                "{what} {} is in no index that could be read",
+                id.short()
+            ))
+        })
     }
 }
 
@@ -81,9 +146,14 @@ impl Repository {
 
         // index files, one by one so that a damaged one is reported, not fatal
         let mut files = Vec::new();
+        let mut index_complete = true;
         for (name, _) in self.be.list(FileType::Index)? {
             match self.load_json::<IndexFile>(FileType::Index, &name) {
                 Ok(f) => files.push((Id::parse(&name).expect("id"), f)),
+                Err(e) if e.is_unreadable() => {
+                    index_complete = false;
+                    rep.unreadable.push(format!("index file {name}: {e}"));
+                }
                 Err(e) => rep.errors.push(format!("index file {name}: {e}")),
             }
         }
@@ -93,6 +163,7 @@ impl Repository {
         // packs: presence and size, then (read_data) content
         let listed: HashMap<String, u64> = self.be.list(FileType::Pack)?.into_iter().collect();
         let mut bad: HashMap<(Id, BlobType), String> = HashMap::new();
+        let mut unreadable: HashMap<(Id, BlobType), String> = HashMap::new();
         let mut packs: Vec<(&Id, &Vec<super::format::IndexBlob>)> = idx.packs.iter().collect();
         packs.sort_by_key(|(id, _)| **id);
         rep.packs = packs.len();
@@ -120,9 +191,14 @@ impl Repository {
             let data = match self.be.read(FileType::Pack, &name) {
                 Ok(d) => d,
                 Err(e) => {
-                    rep.errors.push(format!("pack {}: {e}", pid.short()));
+                    let (list, map) = if e.is_unreadable() {
+                        (&mut rep.unreadable, &mut unreadable)
+                    } else {
+                        (&mut rep.errors, &mut bad)
+                    };
+                    list.push(format!("pack {}: {e}", pid.short()));
                     for b in blobs {
-                        bad.insert((b.id, b.tpe), format!("pack {} unreadable", pid.short()));
+                        map.insert((b.id, b.tpe), format!("pack {} unreadable", pid.short()));
                     }
                     continue;
                 }
@@ -182,11 +258,22 @@ impl Repository {
             .count();
 
         // snapshots: every tree and data blob they reference
+        let lookup = Lookup {
+            idx: &idx,
+            bad,
+            unreadable,
+            index_complete,
+        };
         for (name, _) in self.be.list(FileType::Snapshot)? {
             rep.snapshots += 1;
             let sid = Id::parse(&name).expect("id");
             let snap: SnapshotFile = match self.load_json(FileType::Snapshot, &name) {
                 Ok(s) => s,
+                Err(e) if e.is_unreadable() => {
+                    rep.unreadable
+                        .push(format!("snapshot file {}: {e}", sid.short()));
+                    continue;
+                }
                 Err(e) => {
                     rep.errors
                         .push(format!("snapshot file {}: {e}", sid.short()));
@@ -198,17 +285,18 @@ impl Repository {
                     continue;
                 }
             };
-            self.check_tree(&idx, &bad, &sid, &snap.tree, "", &mut rep);
+            self.check_tree(&lookup, &sid, &snap.tree, "", &mut rep);
         }
         rep.errors.sort();
         rep.errors.dedup();
+        rep.unreadable.sort();
+        rep.unreadable.dedup();
         Ok(rep)
     }
 
     fn check_tree(
         &self,
-        idx: &Index,
-        bad: &HashMap<(Id, BlobType), String>,
+        lookup: &Lookup,
         sid: &Id,
         tree_id: &Id,
         path: &str,
@@ -219,27 +307,20 @@ impl Repository {
         } else {
             format!("{path}/")
         };
-        let problem = if let Some(p) = bad.get(&(*tree_id, BlobType::Tree)) {
-            Some(p.clone())
-        } else if !idx.contains(tree_id, BlobType::Tree) {
-            Some(format!("tree {} is not in any index", tree_id.short()))
-        } else {
-            None
-        };
-        let tree = match problem {
+        let tree = match lookup.blob(tree_id, BlobType::Tree) {
             Some(p) => Err(p),
-            None => self.load_tree(idx, tree_id).map_err(|e| e.to_string()),
+            None => self.load_tree(lookup.idx, tree_id).map_err(|e| {
+                if e.is_unreadable() {
+                    Problem::Unreadable(e.to_string())
+                } else {
+                    Problem::Damage(e.to_string())
+                }
+            }),
         };
         let tree = match tree {
             Ok(t) => t,
             Err(p) => {
-                rep.errors
-                    .push(format!("snapshot {}: folder {dir_name}: {p}", sid.short()));
-                rep.damaged.push(Damage {
-                    snapshot: sid.short(),
-                    stream: dir_name,
-                    problem: p,
-                });
+                rep.record(sid, &dir_name, "folder", p);
                 return;
             }
         };
@@ -251,15 +332,13 @@ impl Repository {
             };
             match n.tpe.as_str() {
                 "dir" => match &n.subtree {
-                    Some(sub) => self.check_tree(idx, bad, sid, sub, &p, rep),
+                    Some(sub) => self.check_tree(lookup, sid, sub, &p, rep),
                     None => rep.errors.push(format!(
                         "snapshot {}: folder {p} has no subtree",
                         sid.short()
                     )),
                 },
                 "file" => {
-                    let mut problems = Vec::new();
-                    let mut total = 0u64;
                     let Some(content) = &n.content else {
                         rep.errors.push(format!(
                             "snapshot {}: file {p} has no content list",
@@ -267,38 +346,63 @@ impl Repository {
                         ));
                         continue;
                     };
-                    for b in content {
-                        match idx.get(b, BlobType::Data) {
-                            None => problems
-                                .push(format!("data blob {} is not in any index", b.short())),
-                            Some(loc) => {
-                                total += loc.plain_len();
-                                if let Some(why) = bad.get(&(*b, BlobType::Data)) {
-                                    problems.push(why.clone());
-                                }
-                            }
-                        }
-                    }
-                    if problems.is_empty() && total != n.size {
-                        problems.push(format!(
-                            "size {} does not match its blobs' {total} bytes",
-                            n.size
-                        ));
-                    }
-                    if !problems.is_empty() {
-                        problems.dedup();
-                        let problem = problems.join("; ");
-                        rep.errors
-                            .push(format!("snapshot {}: stream {p}: {problem}", sid.short()));
-                        rep.damaged.push(Damage {
-                            snapshot: sid.short(),
-                            stream: p,
-                            problem,
-                        });
+                    if let Some(problem) = stream_problem(lookup, content, n.size) {
+                        rep.record(sid, &p, "stream", problem);
                     }
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// The worst problem of a stream's blobs: damage if any is damaged, else
+/// unreadable if any could not be read, else a size that does not add up.
+fn stream_problem(lookup: &Lookup, content: &[Id], size: u64) -> Option<Problem> {
+    let mut damage = Vec::new();
+    let mut unread = Vec::new();
+    let mut total = 0u64;
+    for b in content {
+        if let Some(loc) = lookup.idx.get(b, BlobType::Data) {
+            total += loc.plain_len();
+        }
+        match lookup.blob(b, BlobType::Data) {
+            Some(Problem::Damage(p)) => damage.push(p),
+            Some(Problem::Unreadable(p)) => unread.push(p),
+            None => {}
+        }
+    }
+    damage.dedup();
+    unread.dedup();
+    if !damage.is_empty() {
+        Some(Problem::Damage(damage.join("; ")))
+    } else if !unread.is_empty() {
+        Some(Problem::Unreadable(unread.join("; ")))
+    } else if total != size {
+        Some(Problem::Damage(format!(
+            "size {size} does not match its blobs' {total} bytes"
+        )))
+    } else {
+        None
+    }
+}
+
+impl CheckReport {
+    /// Records a problem with a folder or stream of snapshot `sid`.
+    fn record(&mut self, sid: &Id, name: &str, what: &str, problem: Problem) {
+        match problem {
+            Problem::Damage(p) => {
+                self.errors
+                    .push(format!("snapshot {}: {what} {name}: {p}", sid.short()));
+                self.damaged.push(Damage {
+                    snapshot: sid.short(),
+                    stream: name.to_string(),
+                    problem: p,
+                });
+            }
+            Problem::Unreadable(p) => self
+                .unreadable
+                .push(format!("snapshot {}: {what} {name}: {p}", sid.short())),
         }
     }
 }

@@ -139,13 +139,46 @@ struct MacJson {
     r: String,
 }
 
-fn user_key(password: &str, salt: &[u8], n: u64, r: u32, p: u32) -> Result<Key> {
+/// The largest scrypt cost a key file may ask for. restic calibrates its keys
+/// to at most 60 MiB of memory (N·r·128 bytes) and half a second; these caps
+/// (4 times that memory, p up to 16) leave room for tuned restic builds while refusing a crafted key file that
+/// would make opening the repository allocate terabytes or run for days. No
+/// password is needed to plant such a file, so the check comes before scrypt.
+const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
+const MAX_SCRYPT_P: u32 = 16;
+const MAX_SCRYPT_WORK: u64 = 1 << 32;
+
+fn check_scrypt_cost(n: u64, r: u32, p: u32) -> Result<u8> {
+    let refuse = |why: String| {
+        RepoError::Corrupt(format!(
+            "a key file asks for scrypt N = {n}, r = {r}, p = {p}: {why}. restic never writes such a              key; remove that file from keys/ if it is not yours"
+        ))
+    };
     if !n.is_power_of_two() || n < 2 {
-        return Err(RepoError::Corrupt(format!(
-            "key file has an invalid scrypt N = {n}"
+        return Err(refuse("N must be a power of two above 1".into()));
+    }
+    if r == 0 || p == 0 || p > MAX_SCRYPT_P {
+        return Err(refuse(format!(
+            "r and p must be between 1 and {MAX_SCRYPT_P}"
         )));
     }
-    let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p, 64)
+    let memory = n.checked_mul(u64::from(r)).and_then(|x| x.checked_mul(128));
+    if memory.is_none_or(|m| m > MAX_SCRYPT_MEMORY) {
+        return Err(refuse(format!(
+            "that needs more than {} MiB of memory",
+            MAX_SCRYPT_MEMORY >> 20
+        )));
+    }
+    let work = memory.and_then(|m| m.checked_mul(u64::from(p)));
+    if work.is_none_or(|w| w > MAX_SCRYPT_WORK) {
+        return Err(refuse("that would take far too long".into()));
+    }
+    Ok(n.trailing_zeros() as u8)
+}
+
+fn user_key(password: &str, salt: &[u8], n: u64, r: u32, p: u32) -> Result<Key> {
+    let log_n = check_scrypt_cost(n, r, p)?;
+    let params = scrypt::Params::new(log_n, r, p, 64)
         .map_err(|e| RepoError::Corrupt(format!("key file has invalid scrypt parameters: {e}")))?;
     let mut out = [0u8; 64];
     scrypt::scrypt(password.as_bytes(), salt, &params, &mut out)

@@ -18,6 +18,9 @@ pub enum RepoError {
     #[error("repository {location} is locked by {holder}; wait for it to finish, or if that process is gone, remove the lock with `restic unlock` (upkeep ignores locks older than 30 minutes and removes those of processes gone from this host)")]
     Locked { location: String, holder: String },
 
+    #[error("stopped: {0}. Another host could soon take it for stale and prune data this run still needs, so nothing more was written and no snapshot was saved; check the connection to the repository and run again")]
+    LockLost(String),
+
     #[error("no snapshot matches {0:?}: list them with `upkeep snapshots`")]
     SnapshotNotFound(String),
 
@@ -82,6 +85,12 @@ pub enum RepoError {
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 impl RepoError {
+    /// The storage could not be read (network, permissions, a server error
+    /// after retries): says nothing about the data itself.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, RepoError::Backend { .. } | RepoError::Io { .. })
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> RepoError {
         RepoError::Io {
             context: context.into(),

@@ -188,7 +188,7 @@ impl Repository {
         self.prune_locked(&lock)
     }
 
-    fn prune_locked(&self, _lock: &Lock) -> Result<PruneReport> {
+    fn prune_locked(&self, lock: &Lock) -> Result<PruneReport> {
         let mut rep = PruneReport::default();
         // the exclusive lock means no writer runs: unfinished files are garbage
         (rep.temporary_files_deleted, rep.bytes_deleted) = self.be.remove_temporaries()?;
@@ -263,6 +263,8 @@ impl Repository {
             return Ok(rep);
         }
         // one new index superseding all old ones, then delete old index files and packs
+        // (only while our exclusive lock is still fresh: a writer may wait for it to go stale)
+        lock.ensure_held()?;
         keep_packs.extend(new_packs);
         let mut old_files = idx.files.clone();
         let listed_index: Vec<Id> = self

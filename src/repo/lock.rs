@@ -6,11 +6,15 @@
 //! would, because restic 0.14 itself never skips a stale lock (its `check` and
 //! `prune` would refuse to run until someone unlocks). Empty lock files are
 //! skipped, as restic does. Held locks are refreshed every 5 minutes, as restic does.
+//! A refresh that fails is retried every minute; once the lock file on the
+//! repository is 20 minutes old (10 before another host may call it stale and
+//! prune data this writer still needs) the lock counts as lost and the writer
+//! stops with [`RepoError::LockLost`].
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -24,6 +28,18 @@ use super::repository::{format_time, hostname, now, parse_time, username, Reposi
 const STALE_AFTER: time::Duration = time::Duration::minutes(30);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// How often a held lock is rewritten. `UPKEEP_LOCK_REFRESH_SECS` shortens it
+/// for tests of a failing refresh; retries and the point where the lock
+/// counts as lost scale with it (1/5 and 4 times the period).
+fn refresh_every() -> Duration {
+    std::env::var("UPKEEP_LOCK_REFRESH_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(REFRESH_EVERY)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LockKind {
     Shared,
@@ -34,6 +50,8 @@ pub enum LockKind {
 pub struct Lock {
     be: Arc<dyn Backend>,
     current: Arc<Mutex<String>>,
+    /// Set by the refresher when the lock could not be refreshed in time.
+    lost: Arc<Mutex<Option<String>>>,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -107,28 +125,34 @@ impl Lock {
             return Err(e);
         }
         let current = Arc::new(Mutex::new(id));
+        let lost = Arc::new(Mutex::new(None));
         let (tx, rx) = channel::<()>();
-        let (be, key, version, cur) = (
-            repo.be.clone(),
-            repo.key.clone(),
-            repo.config.version,
-            current.clone(),
-        );
-        let thread = std::thread::spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
-                let lf = new_lockfile(exclusive);
-                if let Ok(new) = save(be.as_ref(), &key, version, &lf) {
-                    let old = std::mem::replace(&mut *cur.lock().expect("lock id"), new);
-                    let _ = be.remove(FileType::Lock, &old);
-                }
-            }
-        });
+        let refresher = Refresher {
+            be: repo.be.clone(),
+            key: repo.key.clone(),
+            version: repo.config.version,
+            exclusive,
+            current: current.clone(),
+            lost: lost.clone(),
+            location: repo.location(),
+        };
+        let thread = std::thread::spawn(move || refresher.run(&rx));
         Ok(Lock {
             be: repo.be.clone(),
             current,
+            lost,
             stop: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Fails with [`RepoError::LockLost`] once the lock could not be
+    /// refreshed in time: a writer must not go on without it.
+    pub fn ensure_held(&self) -> Result<()> {
+        match &*self.lost.lock().expect("lock state") {
+            Some(e) => Err(RepoError::LockLost(e.clone())),
+            None => Ok(()),
+        }
     }
 
     fn check_others(repo: &Repository, exclusive: bool, own: Option<&str>) -> Result<()> {
@@ -161,6 +185,49 @@ impl Lock {
             }
         }
         Ok(())
+    }
+}
+
+/// The thread that keeps a held lock fresh.
+struct Refresher {
+    be: Arc<dyn Backend>,
+    key: Key,
+    version: u32,
+    exclusive: bool,
+    current: Arc<Mutex<String>>,
+    lost: Arc<Mutex<Option<String>>>,
+    location: String,
+}
+
+impl Refresher {
+    fn run(self, stop: &std::sync::mpsc::Receiver<()>) {
+        let every = refresh_every();
+        let give_up_after = every * 4;
+        let mut last_written = Instant::now();
+        let mut wait = every;
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+            let lf = new_lockfile(self.exclusive);
+            match save(self.be.as_ref(), &self.key, self.version, &lf) {
+                Ok(new) => {
+                    last_written = Instant::now();
+                    wait = every;
+                    let old = std::mem::replace(&mut *self.current.lock().expect("lock id"), new);
+                    let _ = self.be.remove(FileType::Lock, &old);
+                }
+                Err(e) => {
+                    tracing::warn!("refreshing the lock in {} failed: {e}", self.location);
+                    if last_written.elapsed() >= give_up_after {
+                        *self.lost.lock().expect("lock state") = Some(format!(
+                            "the lock in {} could not be refreshed for {} s (last error: {e})",
+                            self.location,
+                            last_written.elapsed().as_secs()
+                        ));
+                        return;
+                    }
+                    wait = every / 5;
+                }
+            }
+        }
     }
 }
 

@@ -21,6 +21,8 @@ mod crypto;
 mod error;
 mod forget;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod index;
 mod location;
@@ -31,7 +33,7 @@ mod repository;
 mod transfer;
 mod writer;
 
-pub use check::{CheckReport, Damage};
+pub use check::{CheckReport, Damage, Verdict};
 pub use error::{RepoError, Result};
 pub use forget::{ForgetReport, KeepPolicy, PruneReport};
 pub use location::RepoLocation;

@@ -41,6 +41,9 @@ pub(crate) fn store_unpacked(
     Ok(id)
 }
 
+/// Larger files in `keys/` are not key files (restic's are under 1 KiB).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
 /// Name of the stream that holds a snapshot's manifest (see [`SnapshotMeta::manifest`](super::SnapshotMeta)).
 pub const MANIFEST_STREAM: &str = "upkeep-manifest.json";
 
@@ -112,15 +115,48 @@ pub(crate) fn username() -> String {
         .unwrap_or_default()
 }
 
-fn decode_unpacked(plain: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+/// restic's index, snapshot, key and lock files are at most a few MiB; a
+/// file that inflates past this is refused instead of filling memory.
+const MAX_UNPACKED_FILE: u64 = 64 << 20;
+
+fn decompress_bounded(compressed: &[u8], what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let damaged =
+        |e: std::io::Error| RepoError::Corrupt(format!("{what} does not decompress: {e}"));
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(compressed)
+        .map_err(damaged)?
+        .take(MAX_UNPACKED_FILE + 1)
+        .read_to_end(&mut out)
+        .map_err(damaged)?;
+    if out.len() as u64 > MAX_UNPACKED_FILE {
+        return Err(RepoError::Corrupt(format!(
+            "{what} inflates to more than {} MiB",
+            MAX_UNPACKED_FILE >> 20
+        )));
+    }
+    Ok(out)
+}
+
+/// The JSON inside a decrypted repository file (index, snapshot, lock,
+/// config): plain for version 1, a type byte and zstd for version 2.
+pub(crate) fn decode_unpacked(plain: Vec<u8>, what: &str) -> Result<Vec<u8>> {
     match plain.first() {
         Some(b'{') | Some(b'[') => Ok(plain),
-        Some(2) => zstd::stream::decode_all(&plain[1..])
-            .map_err(|e| RepoError::Corrupt(format!("{what} does not decompress: {e}"))),
+        Some(2) => decompress_bounded(&plain[1..], what),
         _ => Err(RepoError::Unsupported(format!(
             "{what} has an unknown encoding"
         ))),
     }
+}
+
+fn refuse_empty(password: &str) -> Result<()> {
+    if password.is_empty() {
+        return Err(RepoError::Invalid(
+            "the repository password is empty: an empty password protects nothing, give the real one".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Repository {
@@ -149,6 +185,7 @@ impl Repository {
     /// around [`LocalBackend`](super::backend::local::LocalBackend) that
     /// counts or delays writes) with `password`.
     pub fn open_backend(be: Arc<dyn Backend>, password: &str) -> Result<Repository> {
+        refuse_empty(password)?;
         let location = be.location();
         let raw_config = match be.read(FileType::Config, "config") {
             Ok(c) => c,
@@ -207,7 +244,12 @@ impl Repository {
                 be.location()
             )));
         }
-        for (name, _) in keys {
+        for (name, size) in keys {
+            // key files are a few hundred bytes; a huge one is not read into memory
+            if size > MAX_KEY_FILE {
+                tracing::warn!("skipping key file {name}: {size} bytes is not a key file");
+                continue;
+            }
             let raw = be.read(FileType::Key, &name)?;
             let Ok(kf) = serde_json::from_slice::<KeyFile>(&raw) else {
                 continue;
@@ -228,6 +270,7 @@ impl Repository {
         password: &str,
         like: Option<&Repository>,
     ) -> Result<Repository> {
+        refuse_empty(password)?;
         match be.read(FileType::Config, "config") {
             Ok(_) => {
                 return Err(RepoError::AlreadyExists {

@@ -59,7 +59,7 @@ pub struct SnapshotWriter<'r> {
     // declared before the lock, so its threads have stopped writing when the
     // lock is released
     pipeline: Pipeline,
-    _lock: Option<Lock>,
+    lock: Option<Lock>,
     meta: SnapshotMeta,
     time: OffsetDateTime,
     /// For the blobs stored on the calling thread (trees, copied blobs).
@@ -106,7 +106,7 @@ impl Repository {
         Ok(SnapshotWriter {
             repo: self,
             pipeline: Pipeline::start(self, idx),
-            _lock: lock,
+            lock,
             meta,
             time,
             encoder: BlobEncoder::new(self.config.version >= 2),
@@ -223,6 +223,9 @@ impl<'r> SnapshotWriter<'r> {
             // after a pack failed, reading on would be wasted
             if self.pipeline.failed() {
                 break Ok(());
+            }
+            if let Err(e) = self.ensure_locked() {
+                break Err(e);
             }
             let mut chunk = spare.pop().unwrap_or_default();
             match chunker.next_chunk(&mut chunk) {
@@ -342,6 +345,7 @@ impl<'r> SnapshotWriter<'r> {
         let root = std::mem::take(&mut *lock(&self.root));
         self.pipeline.flush(BlobType::Data);
         let tree = self.save_dir(root)?;
+        self.ensure_locked()?;
         self.finish_packs()?;
         let paths = if self.meta.paths.is_empty() {
             vec!["/upkeep".to_string()]
@@ -363,11 +367,17 @@ impl<'r> SnapshotWriter<'r> {
             program_version: Some(format!("upkeep {}", env!("CARGO_PKG_VERSION"))),
             summary: Some(self.summary()),
         };
+        self.ensure_locked()?;
         let id = self.repo.save_unpacked(
             FileType::Snapshot,
             &serde_json::to_vec(&snap).expect("serializable"),
         )?;
         Ok(info(&id, &snap))
+    }
+
+    /// Fails once the repository lock is lost (see [`Lock::ensure_held`]).
+    fn ensure_locked(&self) -> Result<()> {
+        self.lock.as_ref().map_or(Ok(()), Lock::ensure_held)
     }
 
     /// The summary recorded in the snapshot.
@@ -392,6 +402,7 @@ impl<'r> SnapshotWriter<'r> {
     /// Copies tree `tree` of `src` with everything below it (skipping what this
     /// repository already has).
     pub(crate) fn copy_tree(&mut self, src: &Repository, src_idx: &Index, tree: &Id) -> Result<()> {
+        self.ensure_locked()?;
         if self.pipeline.has(BlobType::Tree, tree) {
             return Ok(());
         }
@@ -424,7 +435,9 @@ impl<'r> SnapshotWriter<'r> {
 
     /// Writes the copied data and then `snap` (as it was in the source repository).
     pub(crate) fn commit_copy(mut self, snap: &SnapshotFile) -> Result<SnapshotInfo> {
+        self.ensure_locked()?;
         self.finish_packs()?;
+        self.ensure_locked()?;
         let id = self.repo.save_unpacked(
             FileType::Snapshot,
             &serde_json::to_vec(snap).expect("serializable"),

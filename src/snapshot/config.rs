@@ -1,12 +1,14 @@
 //! An instance's config files and folders as one tar stream, with modes,
 //! owners and times, and its restore into a home folder. TLS private keys
-//! keep their 0600.
+//! keep their 0600 (they are created so, never chmod-ed down later).
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::untar;
 
 /// Streams the existing `paths` (relative to `home`) as a tar, written by a
 /// thread into a pipe so no copy lands on disk and memory stays small.
@@ -59,34 +61,28 @@ impl Read for ConfigArchive {
 
 /// Unpacks a config tar into `home`, replacing the files it names and
 /// restoring modes, times and (as root) owners exactly. Returns the paths.
-pub fn restore(tar_stream: impl Read, home: &Path) -> Result<Vec<PathBuf>> {
+///
+/// A snapshot may come from anyone who holds the repository's password, so
+/// the whole archive is checked (see [`untar`]) before anything in `home` is
+/// removed or written: a refused archive leaves `home` as it was. It is
+/// spooled to an unnamed temporary file for that second reading (config is
+/// small).
+pub fn restore(mut tar_stream: impl Read, home: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(home)?;
-    let mut archive = tar::Archive::new(tar_stream);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(is_root());
-    archive.set_overwrite(true);
-    let mut written = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry.context("the config archive is damaged")?;
-        let path = entry.path()?.into_owned();
-        // Replace a default file of the release by the snapshot's; a folder stays.
-        let target = home.join(&path);
-        if target.is_file() || target.is_symlink() {
-            fs::remove_file(&target)?;
-        }
-        if !entry
-            .unpack_in(home)
-            .with_context(|| format!("restoring {}", path.display()))?
-        {
-            anyhow::bail!(
-                "config archive entry {} points outside the instance folder",
-                path.display()
-            );
-        }
-        written.push(path);
-    }
-    Ok(written)
+    let mut spool = tempfile::tempfile().context("creating a temporary file for the config")?;
+    io::copy(&mut tar_stream, &mut spool).context("reading the config archive")?;
+    let rules = untar::Rules {
+        replace: true,
+        owners: is_root(),
+        links_inside: false,
+        drop_world_write: false,
+    };
+    spool.seek(SeekFrom::Start(0))?;
+    untar::check(&mut spool, home, &rules).context(
+        "the snapshot's config archive was refused; nothing in the instance folder was changed",
+    )?;
+    spool.seek(SeekFrom::Start(0))?;
+    untar::unpack(&mut spool, home, &rules).context("restoring the config")
 }
 
 fn is_root() -> bool {

@@ -11,7 +11,36 @@ use super::{is_id, Backend, FileType};
 use crate::repo::error::{RepoError, Result};
 
 const SIGN_FOR: Duration = Duration::from_secs(3600);
-const ATTEMPTS: u32 = 4;
+const ATTEMPTS: u32 = 10;
+/// Bodies of listings and small files; packs are read by range.
+const MAX_BODY: u64 = 512 << 20;
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// Answers that say "try again": server errors, throttling, request timeout.
+fn is_transient(status: u16) -> bool {
+    status >= 500 || status == 429 || status == 408
+}
+
+/// 0.2 s, 0.4 s, … doubling up to 10 s.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(7)).min(10_000))
+}
+
+fn read_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    status: u16,
+    limit: u64,
+) -> std::result::Result<Vec<u8>, ureq::Error> {
+    if (200..300).contains(&status) {
+        return resp.body_mut().with_config().limit(limit).read_to_vec();
+    }
+    let mut explanation = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
+        &mut explanation,
+    )?;
+    Ok(explanation)
+}
 
 /// A bucket (and a key prefix inside it) holding a repository.
 pub struct S3Backend {
@@ -83,33 +112,49 @@ impl S3Backend {
         }
     }
 
-    /// Runs one request with retries on transport errors and 5xx answers.
-    /// Returns the status and the body.
+    /// Runs one request, retrying transport errors and the answers S3 gives
+    /// when it is busy or briefly away (5xx, 429, 408) with a growing pause
+    /// (about 40 s in all). Returns the status and the body: at most `limit`
+    /// bytes for a success, the first 64 KiB of an error's explanation.
     fn request(
         &self,
         op: &'static str,
         path: &str,
+        limit: u64,
         send: &dyn Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<(u16, Vec<u8>)> {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 << attempt));
+                std::thread::sleep(retry_pause(attempt));
+                tracing::debug!("S3 {op} {path}: attempt {} after {last}", attempt + 1);
             }
             match send() {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    let body = resp.body_mut().with_config().limit(u64::MAX).read_to_vec();
-                    match body {
-                        Ok(b) if status < 500 => return Ok((status, b)),
+                    match read_body(&mut resp, status, limit) {
+                        Ok(b) if !is_transient(status) => return Ok((status, b)),
                         Ok(b) => last = format!("HTTP {status}: {}", String::from_utf8_lossy(&b)),
+                        Err(e @ ureq::Error::BodyExceedsLimit(_)) => {
+                            return Err(self.fail(
+                                op,
+                                path,
+                                format!(
+                                    "the answer is larger than the {limit} bytes expected: {e}"
+                                ),
+                            ))
+                        }
                         Err(e) => last = e.to_string(),
                     }
                 }
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(self.fail(op, path, last))
+        Err(self.fail(
+            op,
+            path,
+            format!("gave up after {ATTEMPTS} attempts: {last}"),
+        ))
     }
 
     fn check(&self, op: &'static str, path: &str, status: u16, body: &[u8]) -> Result<()> {
@@ -140,13 +185,14 @@ impl Backend for S3Backend {
 
     fn create(&self) -> Result<()> {
         let url = self.bucket.head_bucket(Some(&self.creds)).sign(SIGN_FOR);
-        let (status, _) =
-            self.request("head bucket", "", &|| self.agent.head(url.as_str()).call())?;
+        let (status, _) = self.request("head bucket", "", 0, &|| {
+            self.agent.head(url.as_str()).call()
+        })?;
         if status == 404 {
             let action = self.bucket.create_bucket(&self.creds);
             let url = action.sign(SIGN_FOR);
             let body = action.body();
-            let (status, b) = self.request("create bucket", "", &|| {
+            let (status, b) = self.request("create bucket", "", MAX_ERROR_BODY, &|| {
                 self.agent.put(url.as_str()).send(body.as_bytes())
             })?;
             self.check("create bucket", "", status, &b)?;
@@ -168,8 +214,9 @@ impl Backend for S3Backend {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGN_FOR);
-            let (status, body) =
-                self.request("list", dir, &|| self.agent.get(url.as_str()).call())?;
+            let (status, body) = self.request("list", dir, MAX_BODY, &|| {
+                self.agent.get(url.as_str()).call()
+            })?;
             self.check("list", dir, status, &body)?;
             let text = String::from_utf8_lossy(&body);
             let parsed = ListObjectsV2::parse_response(&text)
@@ -194,8 +241,9 @@ impl Backend for S3Backend {
             .bucket
             .get_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("read", &path, &|| self.agent.get(url.as_str()).call())?;
+        let (status, body) = self.request("read", &path, MAX_BODY, &|| {
+            self.agent.get(url.as_str()).call()
+        })?;
         self.check("read", &path, status, &body)?;
         Ok(body)
     }
@@ -210,7 +258,7 @@ impl Backend for S3Backend {
             .get_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
         let range = format!("bytes={}-{}", offset, offset + u64::from(len) - 1);
-        let (status, body) = self.request("read", &path, &|| {
+        let (status, body) = self.request("read", &path, u64::from(len), &|| {
             self.agent
                 .get(url.as_str())
                 .header("Range", range.as_str())
@@ -233,8 +281,9 @@ impl Backend for S3Backend {
             .bucket
             .put_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("write", &path, &|| self.agent.put(url.as_str()).send(data))?;
+        let (status, body) = self.request("write", &path, MAX_ERROR_BODY, &|| {
+            self.agent.put(url.as_str()).send(data)
+        })?;
         self.check("write", &path, status, &body)
     }
 
@@ -244,8 +293,9 @@ impl Backend for S3Backend {
             .bucket
             .delete_object(Some(&self.creds), &self.key(&path))
             .sign(SIGN_FOR);
-        let (status, body) =
-            self.request("delete", &path, &|| self.agent.delete(url.as_str()).call())?;
+        let (status, body) = self.request("delete", &path, MAX_ERROR_BODY, &|| {
+            self.agent.delete(url.as_str()).call()
+        })?;
         if status == 404 {
             return Ok(());
         }

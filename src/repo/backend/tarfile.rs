@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -60,10 +61,17 @@ fn parse_octal(b: &[u8]) -> Option<u64> {
 impl TarBackend {
     /// Starts a new tar file at `path` (which must not exist).
     pub fn create(path: &Path) -> Result<TarBackend> {
+        // it holds every byte of a snapshot (encrypted, but still the
+        // owner's only): 0600 from its creation, whatever the umask
         let file = File::options()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                Ok(f)
+            })
             .map_err(|e| RepoError::io(format!("cannot create {}", path.display()), e))?;
         Ok(TarBackend {
             path: path.to_path_buf(),
@@ -100,6 +108,13 @@ impl TarBackend {
                 name = format!("{prefix}/{name}");
             }
             let size = parse_octal(&h[124..136]).ok_or_else(bad)?;
+            // a size past the end of the file would be read into memory whole
+            if size > len - (pos + 512) {
+                return Err(RepoError::Invalid(format!(
+                    "{} is truncated or not an upkeep export (an entry runs past its end)",
+                    path.display()
+                )));
+            }
             let name = name.trim_start_matches("./").to_string();
             if h[156] == b'0' || h[156] == 0 {
                 entries.insert(name, (pos + 512, size));
