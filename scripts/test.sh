@@ -24,7 +24,9 @@ cargo clippy --all-targets -- -D warnings
 # CI under 45 minutes. UPKEEP_COMPOSE_V2_CONFIG is a DOCKER_CONFIG holding the
 # v2 plugin (.ci/run installs one); without it, the machine's own is used.
 V1_SUITE=(--test compose_corpus --test compose_env --test compose_anchored --test instances --test upgrade --test backup
-  -- profile_detection a_second_copy hostile anchored two_copies same_major restore_after_disaster)
+  --test ownership
+  -- profile_detection a_second_copy hostile anchored two_copies same_major restore_after_disaster
+  an_install_made_by_hand two_sites)
 [ -z "${UPKEEP_COMPOSE_V2_CONFIG:-}" ] || export DOCKER_CONFIG=$UPKEEP_COMPOSE_V2_CONFIG
 
 step "cargo test --all-targets, compose v2"
