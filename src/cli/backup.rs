@@ -102,7 +102,10 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         let mut text = format!("snapshot {} of instance {} (release {})\n", report.snapshot.short_id, m.instance, m.release);
         text += &table(&["STREAM", "SIZE", "SHA256"], &rows);
         if let Some(pg) = &m.postgres {
-            text += &format!("\nPostgres {} ({}): {} tables", pg.major, pg.mode, pg.row_counts.len());
+            text += &format!("\nPostgres {} ({})", pg.major, pg.mode);
+            for db in pg.databases(m) {
+                text += &format!("\n  database {}: {} tables", db.name(&pg.database), db.row_counts.len());
+            }
         }
         if m.compose_edited {
             text += "\nnote: the vendor docker-compose.yml was edited by hand; the edited file is in the snapshot";

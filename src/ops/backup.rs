@@ -11,11 +11,13 @@ use serde::Serialize;
 use super::{services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
-use crate::postgres::Server;
+use crate::postgres::{Database, Server};
 use crate::release;
 use crate::repo::{Repository, SnapshotInfo, SnapshotMeta, SnapshotWriter};
 use crate::site::{now_rfc3339, Site};
-use crate::snapshot::{self, manifest, ImageRef, Item, ItemKind, Manifest, PostgresItem};
+use crate::snapshot::{
+    self, manifest, DatabaseItem, ImageRef, Item, ItemKind, Manifest, PostgresItem,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -81,7 +83,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
     if let (Some(pg), Some(_)) = (pg, &postgres_container) {
         steps.push(Step {
             what: format!(
-                "dump Postgres (service {}) with pg_dump -Fc and its roles, online",
+                "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online",
                 pg.service
             ),
             stops: vec![],
@@ -275,6 +277,7 @@ fn capture_postgres(
             mode: "physical".into(),
             row_counts: Default::default(),
             changed_during_backup: Vec::new(),
+            databases: Vec::new(),
         };
         return Ok((Some(item), Vec::new()));
     };
@@ -287,10 +290,20 @@ fn capture_postgres(
         None,
         server.dump_globals(engine)?,
     )?;
-    let stream = snapshot::dump_stream(&server.database);
-    let (dump, row_counts) = server.dump_counted(engine, |dump| {
-        add(writer, stream, ItemKind::PostgresDump, None, dump)
-    })?;
+    let mut items = vec![globals];
+    let mut databases = Vec::new();
+    for db in main_first(server.databases(engine)?, &server.database) {
+        let stream = snapshot::dump_stream(&db.name);
+        let (dump, row_counts) = server.on(&db.name).dump_counted(engine, |dump| {
+            add(writer, stream.clone(), ItemKind::PostgresDump, None, dump)
+        })?;
+        items.push(dump);
+        databases.push(DatabaseItem {
+            stream,
+            properties: Some(db),
+            row_counts,
+        });
+    }
     let item = PostgresItem {
         service: pg.service.clone(),
         major: facts.major,
@@ -303,10 +316,22 @@ fn capture_postgres(
             "logical"
         }
         .into(),
-        row_counts,
+        row_counts: databases
+            .iter()
+            .find(|d| d.name("") == server.database)
+            .map(|d| d.row_counts.clone())
+            .unwrap_or_default(),
         changed_during_backup: Vec::new(),
+        databases,
     };
-    Ok((Some(item), vec![globals, dump]))
+    Ok((Some(item), items))
+}
+
+/// The cluster's databases with the instance's own first: a release that
+/// restores only one database takes the first dump.
+fn main_first(mut databases: Vec<Database>, main: &str) -> Vec<Database> {
+    databases.sort_by_key(|d| d.name != main);
+    databases
 }
 
 /// Streams volumes into the snapshot one after the other, stopping the

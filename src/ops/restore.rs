@@ -102,11 +102,19 @@ pub fn plan(
         }
     }
     if let Some(pg) = &m.postgres {
-        if m.item(ItemKind::PostgresDump).is_some() {
+        let databases: Vec<String> = pg
+            .databases(&m)
+            .iter()
+            .map(|d| d.name(&pg.database).to_string())
+            .collect();
+        if !databases.is_empty() {
             steps.push(format!(
-                "start {} for a bulk load (WAL minimal, in a stand-in container) and pg_restore \
-                 database {} in one transaction (Postgres {} dump)",
-                pg.service, pg.database, pg.major
+                "start {} for a bulk load (WAL minimal, in a stand-in container), restore its roles \
+                 and pg_restore each database ({}) with its properties, in one transaction each \
+                 (Postgres {} dump)",
+                pg.service,
+                databases.join(", "),
+                pg.major
             ));
         }
     }
@@ -247,7 +255,7 @@ pub fn restore(
     let (early, alongside) = volume_order(&m, &target, has_dump);
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
-    std::thread::scope(|s| {
+    let expected = std::thread::scope(|s| {
         let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
         let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
         let loaded = write_volumes(cx, repo, &id, &target, &early).and_then(|()| {
@@ -258,9 +266,9 @@ pub fn restore(
         loaded
     })?;
     let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
-    let tables_verified = match (&m.postgres, counts) {
-        (Some(pg), Some(counts)) => verify_counts(&pg.row_counts, &counts)?,
-        _ => 0,
+    let tables_verified = match counts {
+        Some(counts) => verify_counts(&expected, &counts)?,
+        None => 0,
     };
     let tables_unverified = m
         .postgres
@@ -326,8 +334,10 @@ fn write_volumes(
     Ok(())
 }
 
-/// Starts Postgres for a bulk load, restores roles and the dump, and stops
-/// it again (the instance's container starts on the data afterwards).
+/// Starts Postgres for a bulk load, restores roles and every database of
+/// the snapshot (each made with its properties, then filled), and stops it
+/// again (the instance's container starts on the data afterwards). Returns
+/// the row counts to verify, keyed as `postgres::cluster_key` does.
 fn load_postgres(
     cx: &Ctx,
     repo: &Repository,
@@ -336,10 +346,10 @@ fn load_postgres(
     target: &Target,
     has_dump: bool,
     timeout: Duration,
-) -> Result<()> {
-    if m.postgres.is_none() || !has_dump {
-        return Ok(());
-    }
+) -> Result<postgres::RowCounts> {
+    let Some(pg) = m.postgres.as_ref().filter(|_| has_dump) else {
+        return Ok(Default::default());
+    };
     let engine = cx.engine;
     let load = target.postgres_for_load(cx, timeout)?;
     if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
@@ -347,9 +357,30 @@ fn load_postgres(
             load.server.restore_globals(engine, &mut r)
         })?;
     }
-    let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
-    with_item(repo, snapshot, dump, |mut r| load.restore(&mut r))?;
-    load.finish()
+    let mut expected = postgres::RowCounts::new();
+    for db in pg.databases(m) {
+        let name = db.name(&load.server.database).to_string();
+        if let Some(properties) = &db.properties {
+            load.server.make_database(engine, properties)?;
+        }
+        let dump = m.stream(&db.stream).with_context(|| {
+            format!(
+                "the manifest lists database {name} but the snapshot has no {}",
+                db.stream
+            )
+        })?;
+        with_item(repo, snapshot, dump, |mut r| {
+            load.restore_into(&name, &mut r)
+        })
+        .with_context(|| format!("restoring database {name}"))?;
+        expected.extend(
+            db.row_counts
+                .iter()
+                .map(|(t, n)| (postgres::cluster_key(&name, t), *n)),
+        );
+    }
+    load.finish()?;
+    Ok(expected)
 }
 
 /// Every table of the snapshot has the same number of rows after restore.

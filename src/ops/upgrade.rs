@@ -582,7 +582,7 @@ fn stop_old(engine: &Engine, old: &Target, j: &mut Journal) -> Result<()> {
     // A dump counts the old rows while it dumps (nothing writes any more).
     if old.profile.postgres.is_some() && j.strategy == Strategy::Copy {
         if let Some(server) = old.running_postgres(engine)? {
-            let counts = phase(j, "count rows (old)", || server.row_counts(engine))?;
+            let counts = phase(j, "count rows (old)", || server.cluster_row_counts(engine))?;
             j.row_counts = Some(counts);
         }
         phase(j, "stop the old Postgres", || {
@@ -807,16 +807,28 @@ fn migrate_by_dump(
     let dst = &load.server;
     let old_counts = phase(
         j,
-        "pg_dump piped into pg_restore ∥ count rows (old)",
+        "pg_dump piped into pg_restore, database by database ∥ count rows (old)",
         || {
             pipe(
                 |w| copy_exec(src.dump_globals(engine)?, w),
                 |mut r| dst.restore_globals(engine, &mut r),
             )?;
-            let (_, counts) = src.dump_counted(engine, |dump| {
-                pipe(|w| copy_exec(dump, w), |mut r| load.restore(&mut r))
-            })?;
-            Ok(counts)
+            let mut all = RowCounts::new();
+            for db in src.databases(engine)? {
+                dst.make_database(engine, &db)?;
+                let (_, counts) = src.on(&db.name).dump_counted(engine, |dump| {
+                    pipe(
+                        |w| copy_exec(dump, w),
+                        |mut r| load.restore_into(&db.name, &mut r),
+                    )
+                })?;
+                all.extend(
+                    counts
+                        .into_iter()
+                        .map(|(t, n)| (postgres::cluster_key(&db.name, &t), n)),
+                );
+            }
+            Ok(all)
         },
     )?;
     j.row_counts = Some(old_counts);
@@ -831,7 +843,7 @@ fn migrate_by_dump(
                     engine.stop_containers(&pg_ids)?;
                     copy_volumes(engine, old, new, strategy, since)
                 });
-                let counts = load.server.row_counts(engine);
+                let counts = load.server.cluster_row_counts(engine);
                 let loaded = counts.and_then(|c| load.finish().map(|()| c));
                 files.join().expect("volume copy thread panicked")?;
                 loaded
@@ -887,7 +899,7 @@ fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) 
                     .running_postgres(engine)?
                     .context("the new Postgres is not running")?;
                 server.wait_ready(engine, opts.timeout)?;
-                server.row_counts(engine)?
+                server.cluster_row_counts(engine)?
             }
         };
         if &got != expected {
