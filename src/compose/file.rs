@@ -35,6 +35,16 @@ pub struct PublishedPort {
     pub protocol: Option<String>,
 }
 
+/// A host path mounted into a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindMount {
+    pub service: String,
+    /// As written: absolute, or relative to the project folder.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
 /// What an instance changes in the vendor file.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceRewrite {
@@ -126,6 +136,64 @@ impl ComposeFile {
             }
         }
         mounts
+    }
+
+    /// Host paths the services mount (short syntax `./data:/x[:ro]`, or
+    /// long syntax `type: bind`), sources as written: a relative one is
+    /// relative to the project folder. (Added for backups of bind-mounted
+    /// data; once compose's resolved model is read, its bind mounts give the
+    /// same, with sources made absolute.)
+    pub fn bind_mounts(&self) -> Vec<BindMount> {
+        let mut out = Vec::new();
+        for (name, svc) in self.services_map() {
+            let (Some(service), Some(list)) = (key_str(name), svc["volumes"].as_sequence()) else {
+                continue;
+            };
+            for entry in list {
+                let mount = match entry {
+                    Value::String(s) => short_bind(s),
+                    Value::Mapping(_) if entry["type"].as_str() == Some("bind") => {
+                        match (entry["source"].as_str(), entry["target"].as_str()) {
+                            (Some(source), Some(target)) => Some((
+                                source.to_string(),
+                                target.to_string(),
+                                entry["read_only"].as_bool().unwrap_or(false),
+                            )),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some((source, target, read_only)) = mount {
+                    out.push(BindMount {
+                        service: service.clone(),
+                        source,
+                        target,
+                        read_only,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Top-level volumes declared `external` (created by someone else),
+    /// key → Docker name (`name:`, else the key).
+    pub fn external_volumes(&self) -> Vec<(String, String)> {
+        let Some(vols) = self.doc["volumes"].as_mapping() else {
+            return Vec::new();
+        };
+        vols.iter()
+            .filter(|(_, v)| is_true(&v["external"]))
+            .filter_map(|(k, v)| {
+                let key = key_str(k)?;
+                let name = v["name"]
+                    .as_str()
+                    .or(v["external"]["name"].as_str())
+                    .map_or(key.clone(), str::to_string);
+                Some((key, name))
+            })
+            .collect()
     }
 
     /// Every published port, interpolated with `env`.
@@ -290,6 +358,20 @@ fn value_text(v: &Value, env: &EnvMap) -> Result<Option<String>> {
     })
 }
 
+/// `SOURCE:TARGET[:MODE]` when SOURCE is a host path (compose's rule: it
+/// starts with `.`, `/` or `~`); a volume key otherwise.
+fn short_bind(entry: &str) -> Option<(String, String, bool)> {
+    let mut parts = entry.split(':');
+    let (source, target) = (parts.next()?, parts.next()?);
+    if !source.starts_with(['.', '/', '~']) {
+        return None;
+    }
+    let read_only = parts
+        .next()
+        .is_some_and(|m| m.split(',').any(|o| o == "ro"));
+    Some((source.to_string(), target.to_string(), read_only))
+}
+
 fn key_str(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }
@@ -394,5 +476,39 @@ networks:
     fn refuses_what_is_not_a_compose_file() {
         assert!(ComposeFile::parse("just: text").is_err());
         assert!(ComposeFile::parse("services: [").is_err());
+    }
+}
+
+#[cfg(test)]
+mod bind_and_external_tests {
+    use super::*;
+
+    #[test]
+    fn bind_mounts_and_external_volumes_are_listed_as_written() {
+        let f = ComposeFile::parse(
+            "services:\n  db:\n    image: pg\n    volumes:\n      - ./pgdata:/var/lib/postgresql/data\n      - shared:/shared\n      - /etc/localtime:/etc/localtime:ro\n  app:\n    image: app\n    volumes:\n      - type: bind\n        source: ./uploads\n        target: /srv/uploads\n      - type: volume\n        source: shared\n        target: /x\nvolumes:\n  shared:\n    external: true\n    name: vendor_shared\n  other:\n    external: true\n  own: {}\n",
+        )
+        .unwrap();
+        let binds: Vec<(String, String, bool)> = f
+            .bind_mounts()
+            .into_iter()
+            .map(|b| (b.service, b.source, b.read_only))
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("db".to_string(), "./pgdata".to_string(), false),
+                ("db".into(), "/etc/localtime".into(), true),
+                ("app".into(), "./uploads".into(), false),
+            ]
+        );
+        assert_eq!(
+            f.external_volumes(),
+            [
+                ("shared".to_string(), "vendor_shared".to_string()),
+                ("other".into(), "other".into())
+            ]
+        );
+        assert_eq!(f.volume_keys(), ["own"]);
     }
 }

@@ -2,6 +2,7 @@
 //! plan (printed by `--dry-run`) and then carries it out under the site lock.
 
 pub mod backup;
+pub mod binds;
 pub mod bulk_load;
 pub mod carry;
 pub mod pipe;

@@ -78,7 +78,7 @@ pub fn plan(
     let (id, m) = manifest(repo, snapshot)?;
     let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target)?;
+    check(engine, &m, &target, opts.force)?;
     let mut steps = Vec::new();
     if instance::exists(site, &rec.name) {
         refuse_existing(&rec, opts)?;
@@ -100,6 +100,20 @@ pub fn plan(
                 durable::human_bytes(item.size)
             ));
         }
+    }
+    for (_, name) in target.vendor.external_volumes() {
+        steps.push(format!(
+            "create external volume {name} (the release expects it; upkeep never removes it) and \
+             fill it from the snapshot if it holds it"
+        ));
+    }
+    for item in m.binds() {
+        let path = item.path.as_deref().unwrap_or_default();
+        steps.push(format!(
+            "write {} with its owners and modes ({})",
+            rec.home.join(path).display(),
+            durable::human_bytes(item.size)
+        ));
     }
     if let Some(pg) = &m.postgres {
         let databases: Vec<String> = pg
@@ -137,8 +151,20 @@ fn refuse_existing(rec: &InstanceRecord, opts: &RestoreOptions) -> Result<()> {
 }
 
 /// Refuses a snapshot the target release cannot hold.
-fn check(engine: &Engine, m: &Manifest, target: &Target) -> Result<()> {
+fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<()> {
     m.profile.fits(&target.profile)?;
+    for (key, name) in target.vendor.external_volumes() {
+        if !force && engine.volume(&name)?.is_some() {
+            bail!(
+                "release {} uses the external volume {name} ({key}), and it exists: it holds the \
+                 data of the instance that uses it. upkeep neither shares an external volume \
+                 between two copies nor overwrites one: restore with --force into the instance \
+                 that uses it, or, if nothing uses it any more, remove it (`docker volume rm \
+                 {name}`) and restore again",
+                target.rec.release
+            );
+        }
+    }
     let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
         return Ok(());
     };
@@ -218,7 +244,7 @@ pub fn restore(
     clear_interrupted(site, lock, engine, compose, &name_hint)?;
     let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target)?;
+    check(engine, &m, &target, opts.force)?;
 
     let mut safety_snapshot = None;
     if instance::exists(site, &rec.name) {
@@ -252,16 +278,19 @@ pub fn restore(
         tracing::info!("created instance home {}", rec.home.display());
     }
     let has_dump = m.item(ItemKind::PostgresDump).is_some();
+    create_external_volumes(engine, &target)?;
     let (early, alongside) = volume_order(&m, &target, has_dump);
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
     let expected = std::thread::scope(|s| {
         let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
         let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
-        let loaded = write_volumes(cx, repo, &id, &target, &early).and_then(|()| {
-            created.join().expect("compose thread panicked")?;
-            load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
-        });
+        let loaded = write_volumes(cx, repo, &id, &target, &early)
+            .and_then(|()| write_binds(cx, repo, &id, &m, &target, has_dump))
+            .and_then(|()| {
+                created.join().expect("compose thread panicked")?;
+                load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+            });
         volumes.join().expect("volume writer panicked")?;
         loaded
     })?;
@@ -308,6 +337,56 @@ fn volume_order<'m>(
     })
 }
 
+/// Creates the release's external volumes, which compose expects to find
+/// (`check` refused any that exists). Mounting a missing volume in a helper
+/// container creates it, without compose's labels: it is not the project's.
+fn create_external_volumes(engine: &Engine, target: &Target) -> Result<()> {
+    for (_, name) in target.vendor.external_volumes() {
+        if engine.volume(&name)?.is_none() {
+            let empty_tar = std::io::Cursor::new(vec![0u8; 1024]);
+            engine.write_volume(&name, &target.helper_image(None)?, empty_tar)?;
+            tracing::warn!(
+                "created the external volume {name}, which release {} expects",
+                target.rec.release
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the snapshot's folders and files under the home into the
+/// target's home, through the engine (owners and modes as backed up), before
+/// the services that mount them start. The Postgres data folder is left
+/// out when there is a dump, as its volume would be.
+fn write_binds(
+    cx: &Ctx,
+    repo: &Repository,
+    snapshot: &str,
+    m: &Manifest,
+    target: &Target,
+    has_dump: bool,
+) -> Result<()> {
+    let pg_bind = target.postgres_data_bind();
+    let mounted = target.data_binds();
+    for item in m.binds() {
+        let path = item.path.clone().unwrap_or_default();
+        if has_dump && pg_bind.as_deref() == Some(path.as_str()) {
+            continue;
+        }
+        if !mounted.iter().any(|b| b.path == path) {
+            tracing::warn!(
+                "release {} mounts no {path}; that data of the snapshot is not restored",
+                target.rec.release
+            );
+            continue;
+        }
+        with_item(repo, snapshot, item, |r| {
+            target.write_bind(cx.engine, &path, r)
+        })?;
+    }
+    Ok(())
+}
+
 /// Recreates and fills volumes from the snapshot, one after the other.
 fn write_volumes(
     cx: &Ctx,
@@ -318,7 +397,7 @@ fn write_volumes(
 ) -> Result<()> {
     for item in items {
         let key = item.volume.clone().unwrap_or_default();
-        let Some(volume) = target.rec.volumes.get(&key) else {
+        let Some(volume) = backup::volume_name(target, &key) else {
             tracing::warn!(
                 "release {} has no volume {key}; its data is not restored",
                 target.rec.release
@@ -328,7 +407,7 @@ fn write_volumes(
         let image =
             target.helper_image(target.services_mounting(&key).first().map(String::as_str))?;
         with_item(repo, snapshot, item, |r| {
-            cx.engine.write_volume(volume, &image, r)
+            cx.engine.write_volume(&volume, &image, r)
         })?;
     }
     Ok(())

@@ -106,6 +106,8 @@ pub enum ItemKind {
     Volume,
     PostgresDump,
     PostgresGlobals,
+    /// A folder or file under the instance's home that services mount.
+    Bind,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +117,12 @@ pub struct Item {
     /// The volume key in the compose file, for volume items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// The volume is `external` (the vendor's installer creates it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// Relative to the instance's home, for bind items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub size: u64,
     pub sha256: String,
 }
@@ -131,5 +139,9 @@ impl Manifest {
 
     pub fn volumes(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(|i| i.kind == ItemKind::Volume)
+    }
+
+    pub fn binds(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|i| i.kind == ItemKind::Bind)
     }
 }

@@ -15,15 +15,24 @@ pub const GLOBALS_STREAM: &str = "postgres/globals.sql";
 /// A database's dump. Names are the database's, with bytes other than
 /// letters, digits, `_`, `-` and `.` written `%XX`: a name may hold `/`.
 pub fn dump_stream(database: &str) -> String {
-    let mut name = String::new();
-    for b in database.bytes() {
+    format!("postgres/{}.dump", escaped(database))
+}
+
+/// A folder or file under the instance's home, by its relative path.
+pub fn bind_stream(path: &str) -> String {
+    format!("binds/{}.tar", escaped(path))
+}
+
+fn escaped(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
-            name.push(b as char);
+            out.push(b as char);
         } else {
-            name += &format!("%{b:02X}");
+            out += &format!("%{b:02X}");
         }
     }
-    format!("postgres/{name}.dump")
+    out
 }
 
 pub fn volume_stream(key: &str) -> String {
