@@ -193,9 +193,13 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
 /// Postgres whose data folder it cannot copy.
 fn check_captured(t: &Target, dumped: bool, copies: &[(Data, Vec<String>)]) -> Result<()> {
     let pg = t.profile.postgres.as_ref();
-    for (service, image) in &t.images {
-        if crate::profile::looks_like_postgres(service, image)
-            && pg.is_none_or(|p| &p.service != service)
+    for service in t.vendor.service_names() {
+        let image = t
+            .images
+            .get(&service)
+            .map_or("no image read", String::as_str);
+        if crate::profile::looks_like_postgres(&service, image)
+            && pg.is_none_or(|p| p.service != service)
         {
             bail!(
                 "service {service} runs Postgres ({image}) but upkeep found no data folder of it \
