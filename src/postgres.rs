@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::docker::{Engine, ExecReader, ExecSession, ExecSpec};
 use crate::profile::PostgresProfile;
 
+mod databases;
+pub use databases::{Database, Grant, Setting};
+
 /// A running Postgres server and how to log in to it.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -24,6 +27,12 @@ pub struct Server {
 
 /// Exact row counts per table (`schema.table`), to verify a restore.
 pub type RowCounts = BTreeMap<String, i64>;
+
+/// The row counts of every database of a cluster in one map, keyed
+/// `database/schema.table`: what a restore or an upgrade must reproduce.
+pub fn cluster_key(database: &str, table: &str) -> String {
+    format!("{database}/{table}")
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerFacts {
@@ -50,6 +59,14 @@ impl Server {
             password,
             database,
         })
+    }
+
+    /// The same login, connected to another database of the cluster.
+    pub fn on(&self, database: &str) -> Server {
+        Server {
+            database: database.to_string(),
+            ..self.clone()
+        }
     }
 
     fn spec(&self, cmd: &[&str]) -> ExecSpec {
@@ -99,6 +116,52 @@ impl Server {
     /// Exact row counts of every user table of the database.
     pub fn row_counts(&self, engine: &Engine) -> Result<RowCounts> {
         parse_row_counts(&self.query(engine, ROW_COUNTS_SQL)?)
+    }
+
+    /// Every database that accepts connections (templates aside), with
+    /// its properties, by name.
+    pub fn databases(&self, engine: &Engine) -> Result<Vec<Database>> {
+        databases::parse_databases(&self.query(engine, databases::DATABASES_SQL)?)
+    }
+
+    /// Row counts of every database of the cluster (see [`cluster_key`]).
+    pub fn cluster_row_counts(&self, engine: &Engine) -> Result<RowCounts> {
+        let mut all = RowCounts::new();
+        for db in self.databases(engine)? {
+            let counts = self
+                .on(&db.name)
+                .row_counts(engine)
+                .with_context(|| format!("counting the rows of database {}", db.name))?;
+            all.extend(
+                counts
+                    .into_iter()
+                    .map(|(t, n)| (cluster_key(&db.name, &t), n)),
+            );
+        }
+        Ok(all)
+    }
+
+    /// Makes `db` in this (fresh) cluster with its owner, privileges,
+    /// settings and comment, ready for its contents: created, or, when the
+    /// image already created it, given its properties. A locale that
+    /// differs from the snapshot's is reported, not changed: that needs
+    /// a new database, and the image's is the one its server expects.
+    pub fn make_database(&self, engine: &Engine, db: &Database) -> Result<()> {
+        let existing = self.databases(engine)?;
+        let found = existing.iter().find(|d| d.name == db.name);
+        self.query(engine, &db.create_sql(found.is_some()))
+            .with_context(|| {
+                format!(
+                    "creating database {} ({} {}); if its locale is missing in this image,                      install it or restore into a release that has it",
+                    db.name, db.encoding, db.collate
+                )
+            })?;
+        if let Some(found) = found {
+            for d in db.locale_differences(found) {
+                tracing::warn!("database {}: {d}", db.name);
+            }
+        }
+        Ok(())
     }
 
     /// A psql session that stays open between statements (one transaction

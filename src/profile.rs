@@ -35,8 +35,14 @@ pub struct Profile {
 pub struct PostgresProfile {
     /// The compose service running Postgres.
     pub service: String,
-    /// The named volume holding its data directory.
+    /// The named volume (owned or external) holding its data directory;
+    /// empty when that is a bind mount.
+    #[serde(default)]
     pub data_volume: String,
+    /// The host folder holding its data directory, as the compose file
+    /// writes it (`./postgres`), when that is a bind mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bind: Option<String>,
     /// Names of the variables, in the container's environment, that hold the
     /// credentials (the official image's names by default).
     #[serde(default = "default_user_var")]
@@ -97,23 +103,48 @@ pub fn detect(release_dir: &Path, home: &Path, compose: &ComposeFile) -> Result<
     })
 }
 
-/// The Postgres service: one named like it or running a postgres image,
-/// with the named volume mounted under /var/lib/postgresql.
+/// Where images keep Postgres's data: the official image and most others
+/// under /var/lib/postgresql, Bitnami's under /bitnami/postgresql.
+const POSTGRES_DATA_DIRS: &[&str] = &["/var/lib/postgresql", "/bitnami/postgresql"];
+
+fn is_postgres_data(target: &str) -> bool {
+    POSTGRES_DATA_DIRS.iter().any(|d| target.starts_with(d))
+}
+
+/// The Postgres service, found by its data folder: a named volume (owned or
+/// external) or a host folder mounted where Postgres keeps its data.
 fn detect_postgres(compose: &ComposeFile) -> Option<PostgresProfile> {
-    for key in compose.volume_keys() {
+    let profile =
+        |service: String, data_volume: String, data_bind: Option<String>| PostgresProfile {
+            service,
+            data_volume,
+            data_bind,
+            user_var: default_user_var(),
+            password_var: default_password_var(),
+            db_var: default_db_var(),
+        };
+    let external = compose.external_volumes().into_iter().map(|(k, _)| k);
+    for key in compose.volume_keys().into_iter().chain(external) {
         for (service, target) in compose.volume_mounts(&key) {
-            if target.starts_with("/var/lib/postgresql") {
-                return Some(PostgresProfile {
-                    service,
-                    data_volume: key,
-                    user_var: default_user_var(),
-                    password_var: default_password_var(),
-                    db_var: default_db_var(),
-                });
+            if is_postgres_data(&target) {
+                return Some(profile(service, key, None));
             }
         }
     }
-    None
+    compose
+        .bind_mounts()
+        .into_iter()
+        .find(|b| is_postgres_data(&b.target))
+        .map(|b| profile(b.service, String::new(), Some(b.source)))
+}
+
+/// A service that looks like Postgres (by its name or image), for the
+/// backup's check that it found its data.
+pub fn looks_like_postgres(service: &str, image: &str) -> bool {
+    let image = image.rsplit('/').next().unwrap_or(image);
+    ["postgres", "postgis", "timescaledb"]
+        .iter()
+        .any(|p| image.starts_with(p) || service == *p)
 }
 
 fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
@@ -143,7 +174,11 @@ fn check(profile: &Profile, compose: &ComposeFile) -> Result<()> {
                 pg.service
             );
         }
-        if !volumes.contains(&pg.data_volume) {
+        let external = compose
+            .external_volumes()
+            .into_iter()
+            .any(|(k, _)| k == pg.data_volume);
+        if pg.data_bind.is_none() && !volumes.contains(&pg.data_volume) && !external {
             bail!(
                 "the Postgres data volume `{}` is not a named volume of the compose file",
                 pg.data_volume
@@ -167,11 +202,13 @@ impl Profile {
                  Postgres service: it cannot hold this data",
                 a.service
             ),
-            (Some(a), Some(b)) if a.data_volume != b.data_volume => tracing::info!(
-                "Postgres data volume is {} in the snapshot and {} in the target",
-                a.data_volume,
-                b.data_volume
-            ),
+            (Some(a), Some(b)) if a.data_volume != b.data_volume || a.data_bind != b.data_bind => {
+                tracing::info!(
+                    "Postgres data is in {} in the snapshot and in {} in the target",
+                    a.data_bind.as_ref().unwrap_or(&a.data_volume),
+                    b.data_bind.as_ref().unwrap_or(&b.data_volume)
+                )
+            }
             _ => {}
         }
         Ok(())
@@ -209,6 +246,36 @@ mod tests {
             (p.name.as_str(), p.config.clone()),
             ("graphistry-data", vec![".env".to_string(), "data".into()])
         );
+    }
+
+    #[test]
+    fn postgres_is_found_in_a_bind_mount_or_an_external_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let bind = ComposeFile::parse("services:\n  db:\n    image: postgres:16\n    volumes: [\"./volumes/db/data:/var/lib/postgresql/data\"]\n").unwrap();
+        let pg = detect(dir.path(), dir.path(), &bind)
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert_eq!(
+            (
+                pg.service.as_str(),
+                pg.data_volume.as_str(),
+                pg.data_bind.as_deref()
+            ),
+            ("db", "", Some("./volumes/db/data"))
+        );
+        let external = ComposeFile::parse("services:\n  database:\n    image: bitnami/postgresql\n    volumes: [\"pg:/bitnami/postgresql\"]\nvolumes:\n  pg:\n    external: true\n").unwrap();
+        let pg = detect(dir.path(), dir.path(), &external)
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert_eq!(
+            (pg.service.as_str(), pg.data_volume.as_str()),
+            ("database", "pg")
+        );
+        assert!(looks_like_postgres("db", "docker.io/library/postgres:15"));
+        assert!(looks_like_postgres("postgres", "acme/db"));
+        assert!(!looks_like_postgres("app", "acme/app"));
     }
 
     #[test]

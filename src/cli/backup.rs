@@ -104,7 +104,10 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         let mut text = format!("snapshot {} of instance {} (release {})\n", report.snapshot.short_id, m.instance, m.release);
         text += &table(&["STREAM", "SIZE", "SHA256"], &rows);
         if let Some(pg) = &m.postgres {
-            text += &format!("\nPostgres {} ({}): {} tables", pg.major, pg.mode, pg.row_counts.len());
+            text += &format!("\nPostgres {} ({})", pg.major, pg.mode);
+            for db in pg.databases(m) {
+                text += &format!("\n  database {}: {} tables", db.name(&pg.database), db.row_counts.len());
+            }
         }
         if m.compose_edited {
             text += "\nnote: the vendor docker-compose.yml was edited by hand; the edited file is in the snapshot";
@@ -198,11 +201,38 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
             };
             text += &format!("\n  {key} → {name}{how}");
         }
+        for (key, name) in t.vendor.external_volumes() {
+            text += &format!(
+                "\n  {key} → {name} (external: backed up, never created or removed by a copy)"
+            );
+        }
+        let pg_bind = t.postgres_data_bind();
+        text += "\nfolders under the home mounted as data:";
+        for bind in t.data_binds() {
+            let how = if pg_bind.as_deref() == Some(bind.path.as_str()) {
+                " (Postgres data: pg_dump while running)"
+            } else if t.profile.is_passive(&bind.path) {
+                " (passive: copied without stopping the services that mount it)"
+            } else {
+                " (the services that mount it are stopped while it is copied)"
+            };
+            text += &format!("\n  {} ← {}{how}", bind.path, bind.services.join(", "));
+        }
+        for host in t.host_binds() {
+            text += &format!(
+                "\nnot backed up: {} ({}): {}",
+                host.source, host.service, host.reason
+            );
+        }
         match &t.profile.postgres {
             Some(pg) => {
                 text += &format!(
-                    "\npostgres: service {}, credentials from ${}/${}/${}",
-                    pg.service, pg.user_var, pg.password_var, pg.db_var
+                    "\npostgres: service {}, data in {}, credentials from ${}/${}/${}",
+                    pg.service,
+                    pg.data_bind.as_ref().unwrap_or(&pg.data_volume),
+                    pg.user_var,
+                    pg.password_var,
+                    pg.db_var
                 )
             }
             None => text += "\npostgres: none",

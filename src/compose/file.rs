@@ -22,6 +22,16 @@ use super::naming::normalize_project_name;
 use super::rewrite::{self, InstanceRewrite};
 use super::runner::{Compose, ComposeFlavor, Project};
 
+/// A host path one service mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub service: String,
+    /// Absolute once compose resolved the file; as written by `parse`.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct ComposeFile {
     /// The vendor's document, merge keys resolved.
@@ -131,6 +141,37 @@ impl ComposeFile {
     /// sources made absolute).
     pub fn mounts(&self, service: &str) -> Result<Vec<Mount>> {
         self.model.mounts(service)
+    }
+
+    /// Host paths the services mount, as compose resolved them (a relative
+    /// source made absolute against the project folder).
+    pub fn bind_mounts(&self) -> Vec<BindMount> {
+        let mut out = Vec::new();
+        for service in self.service_names() {
+            for m in self.mounts(&service).unwrap_or_default() {
+                if let (MountKind::Bind, Some(source)) = (m.kind, m.source) {
+                    out.push(BindMount {
+                        service: service.clone(),
+                        source,
+                        target: m.target,
+                        read_only: m.read_only,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Volumes declared `external` (created by someone else): key → the
+    /// Docker name (`name:`, else the key, which compose does not prefix).
+    pub fn external_volumes(&self) -> Vec<(String, String)> {
+        self.external_volume_keys()
+            .into_iter()
+            .map(|key| {
+                let name = self.volume_name(&key).unwrap_or_else(|| key.clone());
+                (key, name)
+            })
+            .collect()
     }
 
     /// Services that mount the named volume `key`, with the mount path.

@@ -38,16 +38,28 @@ impl Drop for VolumeArchive<'_> {
 
 impl Engine {
     fn helper_container(&self, volume: &str, image: &str, read_only: bool) -> Result<String> {
+        self.helper_container_on(volume, MountType::VOLUME, image, read_only)
+    }
+
+    /// A helper container with `source` (a volume name, or a host folder
+    /// for `MountType::BIND`) mounted at [`MOUNT`].
+    fn helper_container_on(
+        &self,
+        source: &str,
+        typ: MountType,
+        image: &str,
+        read_only: bool,
+    ) -> Result<String> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             // Never started; an entrypoint is still required by some images.
             cmd: Some(vec!["true".into()]),
-            labels: Some(self.owned_labels([("org.upkeep.helper", volume)])),
+            labels: Some(self.owned_labels([("org.upkeep.helper", source)])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
                     target: Some(MOUNT.into()),
-                    source: Some(volume.into()),
-                    typ: Some(MountType::VOLUME),
+                    source: Some(source.into()),
+                    typ: Some(typ),
                     read_only: Some(read_only),
                     ..Default::default()
                 }]),
@@ -58,7 +70,7 @@ impl Engine {
         let created = self
             .block_on(self.api.create_container(None, body))
             .with_context(|| {
-                format!("creating a helper container for volume {volume} from image {image}")
+                format!("creating a helper container for {source} from image {image}")
             })?;
         Ok(created.id)
     }
@@ -87,6 +99,40 @@ impl Engine {
         path: &str,
     ) -> Result<VolumeArchive<'_>> {
         let container = self.helper_container(volume, image, true)?;
+        self.download(container, path)
+    }
+
+    /// Streams `path` (relative to host folder `dir`) as a tar whose entries
+    /// start with its last component, read through the engine: files only
+    /// a container's user may read (a Postgres data folder) are read too.
+    pub fn read_host_path(
+        &self,
+        dir: &std::path::Path,
+        path: &str,
+        image: &str,
+    ) -> Result<VolumeArchive<'_>> {
+        let source = dir.to_string_lossy();
+        let container = self.helper_container_on(&source, MountType::BIND, image, true)?;
+        self.download(container, path)
+    }
+
+    /// Unpacks a tar stream (from [`Engine::read_host_path`]) into folder
+    /// `parent` of host folder `dir`, through the engine: owners, modes and
+    /// times as the tar holds them.
+    pub fn write_host_path<R: Read + Send + 'static>(
+        &self,
+        dir: &std::path::Path,
+        parent: &str,
+        image: &str,
+        tar: R,
+    ) -> Result<()> {
+        let source = dir.to_string_lossy();
+        let container = self.helper_container_on(&source, MountType::BIND, image, false)?;
+        self.upload(container, &format!("{MOUNT}/{parent}"), tar)
+            .with_context(|| format!("writing into {}/{parent}", dir.display()))
+    }
+
+    fn download(&self, container: String, path: &str) -> Result<VolumeArchive<'_>> {
         let opts = DownloadFromContainerOptionsBuilder::default()
             .path(&format!("{MOUNT}/{path}"))
             .build();
@@ -106,13 +152,24 @@ impl Engine {
         tar: R,
     ) -> Result<()> {
         let container = self.helper_container(volume, image, false)?;
+        self.upload(container, MOUNT, tar)
+            .with_context(|| format!("writing into volume {volume}"))
+    }
+
+    /// Unpacks `tar` at `path` of the helper `container`, then removes it.
+    fn upload<R: Read + Send + 'static>(
+        &self,
+        container: String,
+        path: &str,
+        tar: R,
+    ) -> Result<()> {
         let opts = UploadToContainerOptionsBuilder::default()
-            .path(MOUNT)
+            .path(path)
             .build();
         let body = bollard::body_try_stream(body_from_reader(tar));
         let result = self
             .block_on(self.api.upload_to_container(&container, Some(opts), body))
-            .with_context(|| format!("writing into volume {volume}"));
+            .map_err(anyhow::Error::from);
         self.remove_container(&container);
         result
     }

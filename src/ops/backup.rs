@@ -5,17 +5,19 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
-use crate::postgres::Server;
+use crate::postgres::{Database, Server};
 use crate::release;
 use crate::repo::{Repository, SnapshotInfo, SnapshotMeta, SnapshotWriter};
 use crate::site::{now_rfc3339, Site};
-use crate::snapshot::{self, manifest, ImageRef, Item, ItemKind, Manifest, PostgresItem};
+use crate::snapshot::{
+    self, manifest, DatabaseItem, ImageRef, Item, ItemKind, Manifest, PostgresItem,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -44,9 +46,28 @@ pub struct BackupReport {
 struct Plan {
     steps: Vec<Step>,
     postgres_container: Option<String>,
-    /// Volume key → services to stop while it is copied.
-    volumes: Vec<(String, Vec<String>)>,
+    /// What to copy as files, with the services to stop meanwhile.
+    copies: Vec<(Data, Vec<String>)>,
     physical_pg: bool,
+}
+
+/// Data copied as files: a named volume (owned or external) by its key,
+/// or a folder or file under the home by its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    Volume(String),
+    Bind(String),
+}
+
+/// The Docker name of volume `key`: the instance's own, or an external one.
+pub fn volume_name(t: &Target, key: &str) -> Option<String> {
+    t.rec.volumes.get(key).cloned().or_else(|| {
+        t.vendor
+            .external_volumes()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, name)| name)
+    })
 }
 
 fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool) -> Result<Plan> {
@@ -81,33 +102,80 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
     if let (Some(pg), Some(_)) = (pg, &postgres_container) {
         steps.push(Step {
             what: format!(
-                "dump Postgres (service {}) with pg_dump -Fc and its roles, online",
+                "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online",
                 pg.service
             ),
             stops: vec![],
         });
     }
     let physical_pg = pg.is_some() && (opts.physical || postgres_container.is_none());
-    let mut volumes = Vec::new();
-    for key in t.rec.volumes.keys() {
-        let is_pg_data = pg.is_some_and(|p| &p.data_volume == key);
+    let stops_for = |services: Vec<String>, passive: bool, is_pg_data: bool| -> Vec<String> {
+        if (opts.online || passive) && !is_pg_data {
+            vec![]
+        } else {
+            services.into_iter().filter(|s| running(s)).collect()
+        }
+    };
+    let mut copies = Vec::new();
+    let external = t.vendor.external_volumes();
+    let volumes = t
+        .rec
+        .volumes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), false))
+        .chain(external.into_iter().map(|(k, v)| (k, v, true)));
+    for (key, name, is_external) in volumes {
+        let is_pg_data = pg.is_some_and(|p| p.data_volume == key);
         if is_pg_data && !physical_pg {
             continue;
         }
-        let stops: Vec<String> = if (opts.online || t.profile.is_passive(key)) && !is_pg_data {
-            vec![]
+        let stops = stops_for(
+            t.services_mounting(&key),
+            t.profile.is_passive(&key),
+            is_pg_data,
+        );
+        let external = if is_external {
+            ", external: the vendor's installer created it; upkeep never removes it"
         } else {
-            t.services_mounting(key)
-                .into_iter()
-                .filter(|s| running(s))
-                .collect()
+            ""
         };
         steps.push(Step {
-            what: format!("copy volume {} ({key})", t.rec.volumes[key]),
+            what: format!("copy volume {name} ({key}{external})"),
             stops: stops.clone(),
         });
-        volumes.push((key.clone(), stops));
+        copies.push((Data::Volume(key), stops));
     }
+    let pg_bind = t.postgres_data_bind();
+    for bind in t.data_binds() {
+        let is_pg_data = pg_bind.as_deref() == Some(bind.path.as_str());
+        if is_pg_data && !physical_pg {
+            continue;
+        }
+        let stops = stops_for(
+            bind.services.clone(),
+            t.profile.is_passive(&bind.path),
+            is_pg_data,
+        );
+        steps.push(Step {
+            what: format!(
+                "copy {} (mounted by {}), with owners and modes",
+                t.rec.home.join(&bind.path).display(),
+                bind.services.join(", ")
+            ),
+            stops: stops.clone(),
+        });
+        copies.push((Data::Bind(bind.path), stops));
+    }
+    for host in t.host_binds() {
+        steps.push(Step {
+            what: format!(
+                "not backed up: {} (mounted by {} at {}): {}",
+                host.source, host.service, host.target, host.reason
+            ),
+            stops: vec![],
+        });
+    }
+    check_captured(t, postgres_container.is_some(), &copies)?;
     steps.push(Step {
         what: "write the manifest and commit the snapshot".into(),
         stops: vec![],
@@ -115,9 +183,52 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
     Ok(Plan {
         steps,
         postgres_container,
-        volumes,
+        copies,
         physical_pg,
     })
+}
+
+/// Refuses a backup that would hold none of a database's data: a service
+/// that runs Postgres with no data folder upkeep can find, or a stopped
+/// Postgres whose data folder it cannot copy.
+fn check_captured(t: &Target, dumped: bool, copies: &[(Data, Vec<String>)]) -> Result<()> {
+    let pg = t.profile.postgres.as_ref();
+    for service in t.vendor.service_names() {
+        let image = t
+            .images
+            .get(&service)
+            .map_or("no image read", String::as_str);
+        if crate::profile::looks_like_postgres(&service, image)
+            && pg.is_none_or(|p| p.service != service)
+        {
+            bail!(
+                "service {service} runs Postgres ({image}) but upkeep found no data folder of it \
+                 (a named volume, an external volume or a folder under {} mounted at \
+                 /var/lib/postgresql): a backup would hold none of its data. Mount its data \
+                 folder so, or name it in the release's {}",
+                t.rec.home.display(),
+                crate::profile::PROFILE_FILE
+            );
+        }
+    }
+    let Some(pg) = pg.filter(|_| !dumped) else {
+        return Ok(());
+    };
+    let copied = copies.iter().any(|(d, _)| match d {
+        Data::Volume(key) => *key == pg.data_volume,
+        Data::Bind(path) => t.postgres_data_bind().as_deref() == Some(path.as_str()),
+    });
+    if !copied {
+        bail!(
+            "Postgres (service {}) is stopped and its data folder {} is outside {}: upkeep can \
+             neither dump nor copy it. Start the instance (`upkeep up`) and back up again: the \
+             running server is dumped",
+            pg.service,
+            pg.data_bind.as_deref().unwrap_or(&pg.data_volume),
+            t.rec.home.display()
+        );
+    }
+    Ok(())
 }
 
 /// The steps a backup of `t` would take, without doing anything.
@@ -149,6 +260,8 @@ fn add(
         stream,
         kind,
         volume,
+        external: false,
+        path: None,
         size,
         sha256,
     })
@@ -211,7 +324,7 @@ pub fn backup(
     // The dump (CPU in the Postgres container) and the volume copies (CPU
     // here) run side by side; a copy that stops Postgres waits for the dump.
     let pg_service = t.profile.postgres.as_ref().map(|p| p.service.as_str());
-    let (with_dump, after_dump): (Vec<_>, Vec<_>) = plan.volumes.iter().partition(|(_, stops)| {
+    let (with_dump, after_dump): (Vec<_>, Vec<_>) = plan.copies.iter().partition(|(_, stops)| {
         plan.postgres_container.is_none() || !stops.iter().any(|s| Some(s.as_str()) == pg_service)
     });
     let (postgres, volume_items) = std::thread::scope(|s| {
@@ -265,7 +378,7 @@ fn capture_postgres(
         return Ok((None, Vec::new()));
     };
     let Some(container) = &plan.postgres_container else {
-        let major = pg_version_of_volume(engine, t, &t.rec.volumes[&pg.data_volume])?;
+        let major = pg_data_major(engine, t)?;
         let item = PostgresItem {
             service: pg.service.clone(),
             major,
@@ -275,6 +388,7 @@ fn capture_postgres(
             mode: "physical".into(),
             row_counts: Default::default(),
             changed_during_backup: Vec::new(),
+            databases: Vec::new(),
         };
         return Ok((Some(item), Vec::new()));
     };
@@ -287,10 +401,20 @@ fn capture_postgres(
         None,
         server.dump_globals(engine)?,
     )?;
-    let stream = snapshot::dump_stream(&server.database);
-    let (dump, row_counts) = server.dump_counted(engine, |dump| {
-        add(writer, stream, ItemKind::PostgresDump, None, dump)
-    })?;
+    let mut items = vec![globals];
+    let mut databases = Vec::new();
+    for db in main_first(server.databases(engine)?, &server.database) {
+        let stream = snapshot::dump_stream(&db.name);
+        let (dump, row_counts) = server.on(&db.name).dump_counted(engine, |dump| {
+            add(writer, stream.clone(), ItemKind::PostgresDump, None, dump)
+        })?;
+        items.push(dump);
+        databases.push(DatabaseItem {
+            stream,
+            properties: Some(db),
+            row_counts,
+        });
+    }
     let item = PostgresItem {
         service: pg.service.clone(),
         major: facts.major,
@@ -303,24 +427,34 @@ fn capture_postgres(
             "logical"
         }
         .into(),
-        row_counts,
+        row_counts: databases
+            .iter()
+            .find(|d| d.name("") == server.database)
+            .map(|d| d.row_counts.clone())
+            .unwrap_or_default(),
         changed_during_backup: Vec::new(),
+        databases,
     };
-    Ok((Some(item), vec![globals, dump]))
+    Ok((Some(item), items))
 }
 
-/// Streams volumes into the snapshot one after the other, stopping the
-/// services listed with each while it is copied.
+/// The cluster's databases with the instance's own first: a release that
+/// restores only one database takes the first dump.
+fn main_first(mut databases: Vec<Database>, main: &str) -> Vec<Database> {
+    databases.sort_by_key(|d| d.name != main);
+    databases
+}
+
+/// Streams volumes and folders into the snapshot one after the other,
+/// stopping the services listed with each while it is copied.
 fn copy_volumes(
     cx: &Ctx,
     writer: &SnapshotWriter<'_>,
     t: &Target,
-    volumes: &[&(String, Vec<String>)],
+    copies: &[&(Data, Vec<String>)],
 ) -> Result<Vec<Item>> {
     let mut items = Vec::new();
-    for (key, stops) in volumes {
-        let volume = &t.rec.volumes[key];
-        let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
+    for (data, stops) in copies {
         let stopped = if stops.is_empty() {
             None
         } else {
@@ -330,17 +464,36 @@ fn copy_volumes(
                 cx.compose,
                 &t.rec,
                 stops.clone(),
-                &format!("backup of volume {volume}"),
+                &format!("backup of {}", describe(t, data)),
             )?)
         };
-        let archive = cx.engine.read_volume(volume, &image)?;
-        items.push(add(
-            writer,
-            snapshot::volume_stream(key),
-            ItemKind::Volume,
-            Some(key.clone()),
-            archive,
-        )?);
+        items.push(match data {
+            Data::Volume(key) => {
+                let volume = volume_name(t, key).context("volume left the compose file")?;
+                let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
+                let mut item = add(
+                    writer,
+                    snapshot::volume_stream(key),
+                    ItemKind::Volume,
+                    Some(key.clone()),
+                    cx.engine.read_volume(&volume, &image)?,
+                )?;
+                item.external = !t.rec.volumes.contains_key(key);
+                item
+            }
+            Data::Bind(path) => {
+                let image = t.helper_image(None)?;
+                let mut item = add(
+                    writer,
+                    snapshot::bind_stream(path),
+                    ItemKind::Bind,
+                    None,
+                    cx.engine.read_host_path(&t.rec.home, path, &image)?,
+                )?;
+                item.path = Some(path.clone());
+                item
+            }
+        });
         if let Some(s) = stopped {
             s.restart()?;
         }
@@ -348,18 +501,42 @@ fn copy_volumes(
     Ok(items)
 }
 
-/// The major version in a Postgres data volume's `PG_VERSION` (read alone,
-/// not the whole volume).
-pub fn pg_version_of_volume(engine: &Engine, t: &Target, volume: &str) -> Result<u32> {
-    let image = t.helper_image(t.profile.postgres.as_ref().map(|p| p.service.as_str()))?;
-    let not_pg =
-        || format!("volume {volume} holds no PG_VERSION: it is not a Postgres data directory");
-    let mut archive = tar::Archive::new(engine.read_volume_path(volume, &image, "PG_VERSION")?);
+fn describe(t: &Target, data: &Data) -> String {
+    match data {
+        Data::Volume(key) => format!("volume {}", volume_name(t, key).unwrap_or(key.clone())),
+        Data::Bind(path) => t.rec.home.join(path).display().to_string(),
+    }
+}
+
+/// The major version in the Postgres data folder's `PG_VERSION` (read
+/// alone, not the whole folder), wherever the folder is.
+pub fn pg_data_major(engine: &Engine, t: &Target) -> Result<u32> {
+    let pg = t.postgres()?;
+    let image = t.helper_image(Some(&pg.service))?;
+    let (what, tar) = if let Some(path) = t.postgres_data_bind() {
+        let what = t.rec.home.join(&path).display().to_string();
+        (
+            what,
+            engine.read_host_path(&t.rec.home, &format!("{path}/PG_VERSION"), &image)?,
+        )
+    } else if let Some(volume) = volume_name(t, &pg.data_volume) {
+        let tar = engine.read_volume_path(&volume, &image, "PG_VERSION")?;
+        (format!("volume {volume}"), tar)
+    } else {
+        bail!(
+            "the data folder of Postgres (service {}), {}, is outside the instance's folder: \
+             upkeep cannot read it",
+            pg.service,
+            pg.data_bind.as_deref().unwrap_or(&pg.data_volume)
+        );
+    };
+    let not_pg = || format!("{what} holds no PG_VERSION: it is not a Postgres data directory");
+    let mut archive = tar::Archive::new(tar);
     let mut entries = archive.entries().with_context(not_pg)?;
     let mut entry = entries.next().with_context(not_pg)?.with_context(not_pg)?;
     let mut text = String::new();
     entry.read_to_string(&mut text)?;
     text.trim()
         .parse()
-        .with_context(|| format!("PG_VERSION in {volume} says `{}`", text.trim()))
+        .with_context(|| format!("PG_VERSION in {what} says `{}`", text.trim()))
 }

@@ -170,10 +170,17 @@ impl Target {
 }
 
 impl LoadServer<'_> {
-    /// `pg_restore` of a custom-format dump, in one transaction when the
-    /// server runs with the load settings.
-    pub fn restore(&self, dump: &mut (dyn std::io::Read + Send)) -> Result<()> {
-        self.server.restore(self.engine, dump, self.twin.is_some())
+    /// `pg_restore` of a custom-format dump into `database` (made
+    /// beforehand), in one transaction when the server runs with the load
+    /// settings.
+    pub fn restore_into(
+        &self,
+        database: &str,
+        dump: &mut (dyn std::io::Read + Send),
+    ) -> Result<()> {
+        self.server
+            .on(database)
+            .restore(self.engine, dump, self.twin.is_some())
     }
 
     /// Leaves the server running for a later [`Target::postgres_for_load`]

@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod backup;
+pub mod binds;
 pub mod bulk_load;
 pub mod carry;
 pub mod pipe;
@@ -155,7 +156,7 @@ impl Target {
         })
     }
 
-    /// The database's row counts as soon as its server answers queries.
+    /// The row counts of every database as soon as the server answers queries.
     fn row_counts_once_up(
         &self,
         engine: &Engine,
@@ -166,7 +167,7 @@ impl Target {
         loop {
             if let Some(server) = self.running_postgres(engine)? {
                 if server.query(engine, "SELECT 1").is_ok_and(|s| s == "1") {
-                    return server.row_counts(engine);
+                    return server.cluster_row_counts(engine);
                 }
             }
             if gave_up.load(Ordering::Relaxed) || Instant::now() > deadline {

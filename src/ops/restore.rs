@@ -87,7 +87,7 @@ pub fn plan(
     let (id, m) = manifest(repo, snapshot)?;
     let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target)?;
+    check(engine, &m, &target, opts.force)?;
     let mut steps = Vec::new();
     let leftovers = leftover_volumes(site, engine, &rec)?;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
@@ -111,12 +111,34 @@ pub fn plan(
             ));
         }
     }
+    for (_, name) in target.vendor.external_volumes() {
+        steps.push(format!(
+            "create external volume {name} (the release expects it; upkeep never removes it) and \
+             fill it from the snapshot if it holds it"
+        ));
+    }
+    for item in m.binds() {
+        let path = item.path.as_deref().unwrap_or_default();
+        steps.push(format!(
+            "write {} with its owners and modes ({})",
+            rec.home.join(path).display(),
+            durable::human_bytes(item.size)
+        ));
+    }
     if let Some(pg) = &m.postgres {
-        if m.item(ItemKind::PostgresDump).is_some() {
+        let databases: Vec<String> = pg
+            .databases(&m)
+            .iter()
+            .map(|d| d.name(&pg.database).to_string())
+            .collect();
+        if !databases.is_empty() {
             steps.push(format!(
-                "start {} for a bulk load (WAL minimal, in a stand-in container) and pg_restore \
-                 database {} in one transaction (Postgres {} dump)",
-                pg.service, pg.database, pg.major
+                "start {} for a bulk load (WAL minimal, in a stand-in container), restore its roles \
+                 and pg_restore each database ({}) with its properties, in one transaction each \
+                 (Postgres {} dump)",
+                pg.service,
+                databases.join(", "),
+                pg.major
             ));
         }
     }
@@ -167,8 +189,20 @@ fn leftover_volumes(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Resul
 }
 
 /// Refuses a snapshot the target release cannot hold.
-fn check(engine: &Engine, m: &Manifest, target: &Target) -> Result<()> {
+fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<()> {
     m.profile.fits(&target.profile)?;
+    for (key, name) in target.vendor.external_volumes() {
+        if !force && engine.volume(&name)?.is_some() {
+            bail!(
+                "release {} uses the external volume {name} ({key}), and it exists: it holds the \
+                 data of the instance that uses it. upkeep neither shares an external volume \
+                 between two copies nor overwrites one: restore with --force into the instance \
+                 that uses it, or, if nothing uses it any more, remove it (`docker volume rm \
+                 {name}`) and restore again",
+                target.rec.release
+            );
+        }
+    }
     let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
         return Ok(());
     };
@@ -248,7 +282,7 @@ pub fn restore(
     clear_interrupted(site, lock, engine, compose, &name_hint)?;
     let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target)?;
+    check(engine, &m, &target, opts.force)?;
 
     crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
     let mut safety_snapshot = None;
@@ -291,25 +325,28 @@ pub fn restore(
         tracing::info!("created instance home {}", rec.home.display());
     }
     let has_dump = m.item(ItemKind::PostgresDump).is_some();
+    create_external_volumes(engine, &target)?;
     let (early, alongside) = volume_order(&m, &target, has_dump);
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
-    std::thread::scope(|s| {
+    let expected = std::thread::scope(|s| {
         let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
         let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
-        let loaded = write_volumes(cx, repo, &id, &target, &early).and_then(|()| {
-            created.join().expect("compose thread panicked")?;
-            load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
-        });
+        let loaded = write_volumes(cx, repo, &id, &target, &early)
+            .and_then(|()| write_binds(cx, repo, &id, &m, &target, has_dump))
+            .and_then(|()| {
+                created.join().expect("compose thread panicked")?;
+                load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+            });
         volumes.join().expect("volume writer panicked")?;
         loaded
     })?;
     journal.instance_started = true;
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
     let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
-    let tables_verified = match (&m.postgres, counts) {
-        (Some(pg), Some(counts)) => verify_counts(&pg.row_counts, &counts)?,
-        _ => 0,
+    let tables_verified = match counts {
+        Some(counts) => verify_counts(&expected, &counts)?,
+        None => 0,
     };
     let tables_unverified = m
         .postgres
@@ -349,6 +386,56 @@ fn volume_order<'m>(
     })
 }
 
+/// Creates the release's external volumes, which compose expects to find
+/// (`check` refused any that exists). Mounting a missing volume in a helper
+/// container creates it, without compose's labels: it is not the project's.
+fn create_external_volumes(engine: &Engine, target: &Target) -> Result<()> {
+    for (_, name) in target.vendor.external_volumes() {
+        if engine.volume(&name)?.is_none() {
+            let empty_tar = std::io::Cursor::new(vec![0u8; 1024]);
+            engine.write_volume(&name, &target.helper_image(None)?, empty_tar)?;
+            tracing::warn!(
+                "created the external volume {name}, which release {} expects",
+                target.rec.release
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the snapshot's folders and files under the home into the
+/// target's home, through the engine (owners and modes as backed up), before
+/// the services that mount them start. The Postgres data folder is left
+/// out when there is a dump, as its volume would be.
+fn write_binds(
+    cx: &Ctx,
+    repo: &Repository,
+    snapshot: &str,
+    m: &Manifest,
+    target: &Target,
+    has_dump: bool,
+) -> Result<()> {
+    let pg_bind = target.postgres_data_bind();
+    let mounted = target.data_binds();
+    for item in m.binds() {
+        let path = item.path.clone().unwrap_or_default();
+        if has_dump && pg_bind.as_deref() == Some(path.as_str()) {
+            continue;
+        }
+        if !mounted.iter().any(|b| b.path == path) {
+            tracing::warn!(
+                "release {} mounts no {path}; that data of the snapshot is not restored",
+                target.rec.release
+            );
+            continue;
+        }
+        with_item(repo, snapshot, item, |r| {
+            target.write_bind(cx.engine, &path, r)
+        })?;
+    }
+    Ok(())
+}
+
 /// Recreates and fills volumes from the snapshot, one after the other.
 fn write_volumes(
     cx: &Ctx,
@@ -359,7 +446,7 @@ fn write_volumes(
 ) -> Result<()> {
     for item in items {
         let key = item.volume.clone().unwrap_or_default();
-        let Some(volume) = target.rec.volumes.get(&key) else {
+        let Some(volume) = backup::volume_name(target, &key) else {
             tracing::warn!(
                 "release {} has no volume {key}; its data is not restored",
                 target.rec.release
@@ -369,14 +456,16 @@ fn write_volumes(
         let image =
             target.helper_image(target.services_mounting(&key).first().map(String::as_str))?;
         with_item(repo, snapshot, item, |r| {
-            cx.engine.write_volume(volume, &image, r)
+            cx.engine.write_volume(&volume, &image, r)
         })?;
     }
     Ok(())
 }
 
-/// Starts Postgres for a bulk load, restores roles and the dump, and stops
-/// it again (the instance's container starts on the data afterwards).
+/// Starts Postgres for a bulk load, restores roles and every database of
+/// the snapshot (each made with its properties, then filled), and stops it
+/// again (the instance's container starts on the data afterwards). Returns
+/// the row counts to verify, keyed as `postgres::cluster_key` does.
 fn load_postgres(
     cx: &Ctx,
     repo: &Repository,
@@ -385,10 +474,10 @@ fn load_postgres(
     target: &Target,
     has_dump: bool,
     timeout: Duration,
-) -> Result<()> {
-    if m.postgres.is_none() || !has_dump {
-        return Ok(());
-    }
+) -> Result<postgres::RowCounts> {
+    let Some(pg) = m.postgres.as_ref().filter(|_| has_dump) else {
+        return Ok(Default::default());
+    };
     let engine = cx.engine;
     let load = target.postgres_for_load(cx, timeout)?;
     if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
@@ -396,9 +485,30 @@ fn load_postgres(
             load.server.restore_globals(engine, &mut r)
         })?;
     }
-    let dump = m.item(ItemKind::PostgresDump).expect("has_dump");
-    with_item(repo, snapshot, dump, |mut r| load.restore(&mut r))?;
-    load.finish()
+    let mut expected = postgres::RowCounts::new();
+    for db in pg.databases(m) {
+        let name = db.name(&load.server.database).to_string();
+        if let Some(properties) = &db.properties {
+            load.server.make_database(engine, properties)?;
+        }
+        let dump = m.stream(&db.stream).with_context(|| {
+            format!(
+                "the manifest lists database {name} but the snapshot has no {}",
+                db.stream
+            )
+        })?;
+        with_item(repo, snapshot, dump, |mut r| {
+            load.restore_into(&name, &mut r)
+        })
+        .with_context(|| format!("restoring database {name}"))?;
+        expected.extend(
+            db.row_counts
+                .iter()
+                .map(|(t, n)| (postgres::cluster_key(&name, t), *n)),
+        );
+    }
+    load.finish()?;
+    Ok(expected)
 }
 
 /// Every table of the snapshot has the same number of rows after restore.

@@ -233,6 +233,7 @@ pub fn plan(
         bail!("instance {old_name} already runs release {}", opts.to);
     }
     release::release_dir(site, &opts.to)?;
+    refuse_shared_external_volumes(&old)?;
     let new_rec = instance::successor(site, &old.rec, &opts.to, opts.as_name.as_deref())?;
     if instance::exists(site, &new_rec.name)
         && journal(site, old_name)?.is_none_or(|j| j.new != new_rec.name)
@@ -372,8 +373,8 @@ fn choose_strategy(
             "no Postgres service: volumes are copied".into(),
         ));
     };
-    let volume = &old.rec.volumes[&opg.data_volume];
-    let old_major = backup::pg_version_of_volume(engine, old, volume)?;
+    let volume = opg.data_bind.as_ref().unwrap_or(&opg.data_volume);
+    let old_major = backup::pg_data_major(engine, old)?;
     let new_image = new.helper_image(Some(&npg.service))?;
     let new_major = postgres::image_major(engine, &new_image)?;
     let old_image = old.helper_image(Some(&opg.service))?;
@@ -609,7 +610,7 @@ fn stop_old(engine: &Engine, old: &Target, j: &mut Journal) -> Result<()> {
     // A dump counts the old rows while it dumps (nothing writes any more).
     if old.profile.postgres.is_some() && j.strategy == Strategy::Copy {
         if let Some(server) = old.running_postgres(engine)? {
-            let counts = phase(j, "count rows (old)", || server.row_counts(engine))?;
+            let counts = phase(j, "count rows (old)", || server.cluster_row_counts(engine))?;
             j.row_counts = Some(counts);
         }
         phase(j, "stop the old Postgres", || {
@@ -710,6 +711,64 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     instance::create_containers(site, compose, &new.rec, &[])
 }
 
+/// The new instance would mount the old one's external volumes as they
+/// are: a Postgres initialised or restored into them would write over the
+/// data the rollback needs. Refused until `--as` can map them.
+fn refuse_shared_external_volumes(old: &Target) -> Result<()> {
+    let external: Vec<String> = old
+        .vendor
+        .external_volumes()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    if !external.is_empty() {
+        bail!(
+            "instance {} uses external volumes ({}): the new instance would share them with it, \
+             and the old data the rollback needs would be written over. upkeep does not upgrade \
+             such an instance in place: back it up (`upkeep backup {}`), stop it, and restore the \
+             snapshot into the new release",
+            old.rec.name,
+            external.join(", "),
+            old.rec.name
+        );
+    }
+    Ok(())
+}
+
+/// Copies the data folders under the old home into the new one, in the
+/// downtime (their services are stopped), through the engine: owners and
+/// modes kept. The Postgres data folder of a dump is restored instead.
+fn copy_binds(engine: &Engine, old: &Target, new: &Target, strategy: Strategy) -> Result<()> {
+    let pg_bind = old.postgres_data_bind();
+    let targets = new.data_binds();
+    for bind in old.data_binds() {
+        if strategy == Strategy::Dump && pg_bind.as_deref() == Some(bind.path.as_str()) {
+            continue;
+        }
+        if !targets.iter().any(|t| t.path == bind.path) {
+            tracing::warn!(
+                "release {} mounts no {}; {} is left as it is",
+                new.rec.release,
+                bind.path,
+                old.rec.home.join(&bind.path).display()
+            );
+            continue;
+        }
+        let image = old.helper_image(None)?;
+        pipe(
+            |w| {
+                let mut tar = engine.read_host_path(&old.rec.home, &bind.path, &image)?;
+                io::copy(&mut tar, w).with_context(|| {
+                    format!("reading {}", old.rec.home.join(&bind.path).display())
+                })?;
+                Ok(())
+            },
+            |r| new.write_bind(engine, &bind.path, r),
+        )?;
+    }
+    Ok(())
+}
+
 /// Volumes copied as files (key, old volume, new volume): all but the
 /// Postgres data of a dump, which is restored instead.
 fn file_copied_volumes(
@@ -805,7 +864,10 @@ fn migrate(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) -> Re
         "copy the volumes"
     };
     let strategy = j.strategy;
-    phase(j, what, || copy_volumes(engine, old, &new, strategy, since))
+    phase(j, what, || {
+        copy_volumes(engine, old, &new, strategy, since)?;
+        copy_binds(engine, old, &new, strategy)
+    })
 }
 
 /// Dump and restore Postgres; then, at once, stop the old Postgres and copy
@@ -830,16 +892,28 @@ fn migrate_by_dump(
     let dst = &load.server;
     let old_counts = phase(
         j,
-        "pg_dump piped into pg_restore ∥ count rows (old)",
+        "pg_dump piped into pg_restore, database by database ∥ count rows (old)",
         || {
             pipe(
                 |w| copy_exec(src.dump_globals(engine)?, w),
                 |mut r| dst.restore_globals(engine, &mut r),
             )?;
-            let (_, counts) = src.dump_counted(engine, |dump| {
-                pipe(|w| copy_exec(dump, w), |mut r| load.restore(&mut r))
-            })?;
-            Ok(counts)
+            let mut all = RowCounts::new();
+            for db in src.databases(engine)? {
+                dst.make_database(engine, &db)?;
+                let (_, counts) = src.on(&db.name).dump_counted(engine, |dump| {
+                    pipe(
+                        |w| copy_exec(dump, w),
+                        |mut r| load.restore_into(&db.name, &mut r),
+                    )
+                })?;
+                all.extend(
+                    counts
+                        .into_iter()
+                        .map(|(t, n)| (postgres::cluster_key(&db.name, &t), n)),
+                );
+            }
+            Ok(all)
         },
     )?;
     j.row_counts = Some(old_counts);
@@ -852,9 +926,10 @@ fn migrate_by_dump(
             std::thread::scope(|s| {
                 let files = s.spawn(|| {
                     engine.stop_containers(&pg_ids)?;
-                    copy_volumes(engine, old, new, strategy, since)
+                    copy_volumes(engine, old, new, strategy, since)?;
+                    copy_binds(engine, old, new, strategy)
                 });
-                let counts = load.server.row_counts(engine);
+                let counts = load.server.cluster_row_counts(engine);
                 let loaded = counts.and_then(|c| load.finish().map(|()| c));
                 files.join().expect("volume copy thread panicked")?;
                 loaded
@@ -910,7 +985,7 @@ fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) 
                     .running_postgres(engine)?
                     .context("the new Postgres is not running")?;
                 server.wait_ready(engine, opts.timeout)?;
-                server.row_counts(engine)?
+                server.cluster_row_counts(engine)?
             }
         };
         if &got != expected {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::postgres::RowCounts;
+use crate::postgres::{Database, RowCounts};
 use crate::profile::Profile;
 
 pub const FORMAT: u32 = 1;
@@ -39,18 +39,63 @@ pub struct PostgresItem {
     pub service: String,
     pub major: u32,
     pub version: String,
+    /// The database the instance's environment names (`POSTGRES_DB`).
     pub database: String,
     pub user: String,
     /// `logical` (pg_dump) or `physical` (data volume copied, server stopped).
     pub mode: String,
-    /// Exact row counts of the tables whose count did not change while the
-    /// dump ran; a restore must reproduce them.
+    /// Exact row counts of `database`'s tables, as its dump holds them.
+    /// Kept beside `databases` so that a release that knows only one
+    /// database still restores and verifies that one.
     pub row_counts: RowCounts,
+    /// Every database of the cluster that was dumped, `database` first.
+    /// Absent from manifests written before the whole cluster was dumped:
+    /// then `database` alone was, see [`PostgresItem::databases`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseItem>,
     /// Snapshots before the counts were taken in the dump's own MVCC
     /// snapshot listed the tables written to during the dump here (their
     /// counts are not verified on restore). Now always empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_during_backup: Vec<String>,
+}
+
+/// One database's dump.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseItem {
+    /// The snapshot's stream holding its `pg_dump -Fc`.
+    pub stream: String,
+    /// `None` for the one database of an older manifest: restored into the
+    /// target's own database, which its image creates.
+    pub properties: Option<Database>,
+    pub row_counts: RowCounts,
+}
+
+impl DatabaseItem {
+    /// The database's name; `fallback` (the target's own) for an older manifest's.
+    pub fn name<'a>(&'a self, fallback: &'a str) -> &'a str {
+        self.properties
+            .as_ref()
+            .map_or(fallback, |p| p.name.as_str())
+    }
+}
+
+impl PostgresItem {
+    /// The databases the snapshot holds a dump of; for a manifest written
+    /// before every database was dumped, its one database.
+    pub fn databases(&self, m: &Manifest) -> Vec<DatabaseItem> {
+        if !self.databases.is_empty() {
+            return self.databases.clone();
+        }
+        m.item(ItemKind::PostgresDump)
+            .map(|dump| DatabaseItem {
+                stream: dump.stream.clone(),
+                properties: None,
+                row_counts: self.row_counts.clone(),
+            })
+            .into_iter()
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +106,8 @@ pub enum ItemKind {
     Volume,
     PostgresDump,
     PostgresGlobals,
+    /// A folder or file under the instance's home that services mount.
+    Bind,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +117,12 @@ pub struct Item {
     /// The volume key in the compose file, for volume items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// The volume is `external` (the vendor's installer creates it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// Relative to the instance's home, for bind items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub size: u64,
     pub sha256: String,
 }
@@ -79,7 +132,16 @@ impl Manifest {
         self.items.iter().find(|i| i.kind == kind)
     }
 
+    /// The item stored as `stream`.
+    pub fn stream(&self, stream: &str) -> Option<&Item> {
+        self.items.iter().find(|i| i.stream == stream)
+    }
+
     pub fn volumes(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(|i| i.kind == ItemKind::Volume)
+    }
+
+    pub fn binds(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|i| i.kind == ItemKind::Bind)
     }
 }

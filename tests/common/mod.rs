@@ -231,6 +231,11 @@ pub fn container(project: &str, service: &str) -> String {
 /// Runs SQL as the app's user over the container's local socket (no password
 /// on any command line) and returns psql's unaligned output.
 pub fn psql(project: &str, sql: &str) -> String {
+    psql_in(project, PG_DB, sql)
+}
+
+/// [`psql`] in another database of the cluster.
+pub fn psql_in(project: &str, database: &str, sql: &str) -> String {
     let id = container(project, "postgres");
     let out = Command::new("docker")
         .args([
@@ -244,7 +249,7 @@ pub fn psql(project: &str, sql: &str) -> String {
             "-U",
             PG_USER,
             "-d",
-            PG_DB,
+            database,
             "-XtAc",
             sql,
         ])
@@ -252,7 +257,7 @@ pub fn psql(project: &str, sql: &str) -> String {
         .unwrap();
     assert!(
         out.status.success(),
-        "psql in {project} failed: {}",
+        "psql in {project}/{database} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
