@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for a bounded time (FUZZ_SECONDS each,
-# default 30) with libFuzzer, from the committed seeds in fuzz/seeds/<target>
+# default 20) with libFuzzer, from the committed seeds in fuzz/seeds/<target>
 # plus what earlier runs found (fuzz/corpus/<target>, not committed).
 # Stops at the first target that crashes, leaks past the memory limits or
 # hangs; libFuzzer then names the input it saved in fuzz/artifacts/<target>/.
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SECONDS_EACH=${FUZZ_SECONDS:-30}
+SECONDS_EACH=${FUZZ_SECONDS:-20}
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 

@@ -12,7 +12,8 @@ use std::fs;
 
 fuzz_target!(|data: &[u8]| {
     let mut sb = sandbox::Sandbox::new();
-    let home = &sb.inside;
+    let home = sb.inside.clone();
+    let home = home.as_path();
     fs::write(home.join(".env"), "DEFAULT=1\n").unwrap();
     fs::create_dir(home.join("etc")).unwrap();
     fs::write(home.join("etc/app.conf"), "default\n").unwrap();
