@@ -26,7 +26,7 @@ use super::runner::{Compose, ComposeFlavor, Project};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
     pub service: String,
-    /// Absolute once compose resolved the file; as written by `parse`.
+    /// `./rel` inside the project folder, else absolute (as written by `parse`).
     pub source: String,
     pub target: String,
     pub read_only: bool,
@@ -38,6 +38,8 @@ pub struct ComposeFile {
     source: Value,
     /// What compose resolved it to.
     model: Model,
+    /// The project folder compose resolved relative paths against.
+    dir: Option<PathBuf>,
 }
 
 impl ComposeFile {
@@ -63,7 +65,11 @@ impl ComposeFile {
         let source =
             read_source(&text).with_context(|| format!("in {}", project.file.display()))?;
         let model = Model::new(resolved_config(compose, project, &text)?)?;
-        Ok(ComposeFile { source, model })
+        Ok(ComposeFile {
+            source,
+            model,
+            dir: Some(project.directory.clone()),
+        })
     }
 
     /// A compose document read without compose, for checks that must not
@@ -72,7 +78,11 @@ impl ComposeFile {
     pub fn parse(text: &str) -> Result<ComposeFile> {
         let source = read_source(text)?;
         let model = Model::new(source.clone())?;
-        Ok(ComposeFile { source, model })
+        Ok(ComposeFile {
+            source,
+            model,
+            dir: None,
+        })
     }
 
     /// The model compose resolved, as it printed it (v2's JSON and v1's
@@ -143,8 +153,8 @@ impl ComposeFile {
         self.model.mounts(service)
     }
 
-    /// Host paths the services mount, as compose resolved them (a relative
-    /// source made absolute against the project folder).
+    /// Host paths the services mount, as compose resolved them; a source
+    /// inside the project folder is given relative to it (`./data`).
     pub fn bind_mounts(&self) -> Vec<BindMount> {
         let mut out = Vec::new();
         for service in self.service_names() {
@@ -152,7 +162,7 @@ impl ComposeFile {
                 if let (MountKind::Bind, Some(source)) = (m.kind, m.source) {
                     out.push(BindMount {
                         service: service.clone(),
-                        source,
+                        source: self.relative_to_project(source),
                         target: m.target,
                         read_only: m.read_only,
                     });
@@ -160,6 +170,19 @@ impl ComposeFile {
             }
         }
         out
+    }
+
+    /// A path inside the project folder as `./rel` (how vendors write it, and
+    /// the same for every copy of a release, whatever its home); any other as is.
+    fn relative_to_project(&self, source: String) -> String {
+        let Some(dir) = &self.dir else {
+            return source;
+        };
+        match Path::new(&source).strip_prefix(dir) {
+            Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+            Ok(rel) => format!("./{}", rel.display()),
+            Err(_) => source,
+        }
     }
 
     /// Volumes declared `external` (created by someone else): key → the
