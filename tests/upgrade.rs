@@ -223,6 +223,10 @@ fn crash_then_recover(
         "--as",
         new.as_str(),
         "--yes",
+        // Each round upgrades again into the `new` of the last one, which a
+        // resumed round ran before its rollback: replacing it needs --force
+        // (and takes a safety snapshot of it first).
+        "--force",
     ];
     args.extend_from_slice(extra);
     let mut cmd = site.command(&args);
