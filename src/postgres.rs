@@ -152,7 +152,7 @@ impl Server {
         self.query(engine, &db.create_sql(found.is_some()))
             .with_context(|| {
                 format!(
-                    "creating database {} ({} {}); if its locale is missing in this image,                      install it or restore into a release that has it",
+                    "creating database {} ({} {}); if its locale is missing in this image, install it or restore into a release that has it",
                     db.name, db.encoding, db.collate
                 )
             })?;

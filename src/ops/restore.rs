@@ -568,7 +568,7 @@ fn clear_interrupted(
         (Some(created), false) => created.clone(),
         _ => {
             tracing::warn!(
-                "a restore of snapshot {short} into {name} started {} did not finish, but {name} has                  run since (or the restore predates upkeep's record of what it created): it is kept                  as it is",
+                "a restore of snapshot {short} into {name} started {} did not finish, but {name} has run since (or the restore predates upkeep's record of what it created): it is kept as it is",
                 j.started
             );
             std::fs::remove_file(&path).ok();
@@ -576,7 +576,7 @@ fn clear_interrupted(
         }
     };
     tracing::warn!(
-        "a restore of snapshot {short} into {name} started {} was interrupted; removing what it          created ({}) and starting again",
+        "a restore of snapshot {short} into {name} started {} was interrupted; removing what it created ({}) and starting again",
         j.started,
         created.join(", ")
     );

@@ -251,7 +251,7 @@ pub fn plan(
         if new_instance_served(&previous) {
             if !opts.force {
                 bail!(
-                    "instance {} was started by an earlier upgrade of {old_name} that was rolled back                      afterwards: its volumes may hold rows written while it ran. Upgrading again                      replaces them: pass --force (a safety snapshot of {} is taken first), or                      upgrade under another name with --as NAME",
+                    "instance {} was started by an earlier upgrade of {old_name} that was rolled back afterwards: its volumes may hold rows written while it ran. Upgrading again replaces them: pass --force (a safety snapshot of {} is taken first), or upgrade under another name with --as NAME",
                     new_rec.name,
                     new_rec.name
                 );
@@ -1114,7 +1114,7 @@ fn rollback_journal(cx: &Ctx, j: &mut Journal, timeout: Duration) -> Result<()> 
 /// What rolling back a finished upgrade means for the data written since.
 pub fn finished_rollback_warning(j: &Journal) -> String {
     format!(
-        "the upgrade of {} to {} ({}) finished: rolling back returns to {} with its data as it was          when the upgrade stopped it. Rows written to {} since then stay only in {}'s volumes          (kept, not deleted). Pass --yes to roll back",
+        "the upgrade of {} to {} ({}) finished: rolling back returns to {} with its data as it was when the upgrade stopped it. Rows written to {} since then stay only in {}'s volumes (kept, not deleted). Pass --yes to roll back",
         j.old, j.new, j.to, j.old, j.new, j.new
     )
 }

@@ -151,7 +151,7 @@ const MAX_SCRYPT_WORK: u64 = 1 << 32;
 fn check_scrypt_cost(n: u64, r: u32, p: u32) -> Result<u8> {
     let refuse = |why: String| {
         RepoError::Corrupt(format!(
-            "a key file asks for scrypt N = {n}, r = {r}, p = {p}: {why}. restic never writes such a              key; remove that file from keys/ if it is not yours"
+            "a key file asks for scrypt N = {n}, r = {r}, p = {p}: {why}. restic never writes such a key; remove that file from keys/ if it is not yours"
         ))
     };
     if !n.is_power_of_two() || n < 2 {
