@@ -46,7 +46,7 @@ fn an_anchored_postgres_is_detected_dumped_online_and_restored() {
     );
     let plan = site.ok(&["backup", &src, "--online", "--dry-run"]);
     assert!(
-        plan.contains("dump Postgres (service postgres)"),
+        plan.contains("of Postgres (service postgres)"),
         "the anchored Postgres is dumped: {plan}"
     );
     assert!(
