@@ -124,14 +124,26 @@ fn populate(site: &TestSite, instance: &str) -> (String, Vec<String>) {
     )
 }
 
+/// Names for an instance, a copy restored from it and its upgrade, unique
+/// to the run and removed with the test.
+fn old_copy_new(site: &TestSite, prefix: &str) -> (String, String, String) {
+    let names = [
+        unique(&format!("{prefix}old")),
+        unique(&format!("{prefix}copy")),
+        unique(&format!("{prefix}new")),
+    ];
+    for p in &names {
+        site.track(p);
+    }
+    let [old, copy, new] = names;
+    (old, copy, new)
+}
+
 #[test]
 fn postgres_and_uploads_in_bind_mounts_are_backed_up_restored_and_upgraded() {
     let site = TestSite::new();
     let scratch = tempfile::tempdir().unwrap();
-    let (old, copy, new) = (unique("bindold"), unique("bindcopy"), unique("bindnew"));
-    for p in [&old, &copy, &new] {
-        site.track(p);
-    }
+    let (old, copy, new) = old_copy_new(&site, "bind");
     let v1 = edited_bundle(scratch.path(), "v1.0.0", "bind-1.0.0", in_bind_mounts);
     let v2 = edited_bundle(scratch.path(), "v2.0.0", "bind-2.0.0", in_bind_mounts);
     install(&site, &v1, "bind-1.0.0");
@@ -211,37 +223,50 @@ impl Drop for OwnVolume {
     }
 }
 
-#[test]
-fn postgres_in_an_external_volume_is_dumped_and_never_shared_by_a_second_copy() {
-    let site = TestSite::new();
-    let scratch = tempfile::tempdir().unwrap();
-    let (old, copy) = (unique("extold"), unique("extcopy"));
-    for p in [&old, &copy] {
-        site.track(p);
-    }
-    let volume = OwnVolume(unique("extpgdata"));
-    let name = volume.0.clone();
+/// The releases `ext-1.0.0` and `ext-1.1.0` of `site`, whose Postgres data
+/// is the external volume `volume` (which the vendor's installer creates).
+fn install_external(site: &TestSite, scratch: &Path, volume: &str) {
     let external = |t: String| {
         t.replace(
             "  postgres_data: {}\n",
-            &format!("  postgres_data:\n    external: true\n    name: {name}\n"),
+            &format!("  postgres_data:\n    external: true\n    name: {volume}\n"),
         )
     };
     for (from, version) in [("v1.0.0", "ext-1.0.0"), ("v1.1.0", "ext-1.1.0")] {
         install(
-            &site,
-            &edited_bundle(scratch.path(), from, version, external),
+            site,
+            &edited_bundle(scratch, from, version, external),
             version,
         );
     }
-    // The vendor's installer creates the volume.
+}
+
+fn volumes_of(site: &TestSite, instance: &str) -> Vec<String> {
+    site.json(&["status", instance])[0]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn postgres_in_an_external_volume_is_backed_up_restored_as_a_copy_and_upgraded() {
+    let site = TestSite::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let (old, copy, new) = old_copy_new(&site, "ext");
+    let volume = OwnVolume(unique("extpgdata"));
+    install_external(&site, scratch.path(), &volume.0);
     assert!(Command::new("docker")
         .args(["volume", "create", &volume.0])
         .output()
         .unwrap()
         .status
         .success());
+    // The first instance that uses it gets the vendor's volume, as plain
+    // compose would.
     site.ok(&["up", "ext-1.0.0", "--as", &old]);
+    assert!(volumes_of(&site, &old).contains(&volume.0));
     psql(
         &old,
         "CREATE TABLE items(id int primary key); INSERT INTO items SELECT generate_series(1, 900)",
@@ -259,32 +284,102 @@ fn postgres_in_an_external_volume_is_dumped_and_never_shared_by_a_second_copy() 
         900
     );
 
+    // A second copy would share the vendor's volume: refused, and told how
+    // to give it one of its own.
+    let own = format!("postgres_data={copy}_pgdata");
     let err = site.fails(&["restore", &snapshot, "--into", "ext-1.0.0", "--as", &copy]);
     assert!(
-        err.contains(&format!("external volume {}", volume.0)) && err.contains("exists"),
+        err.contains("external volume")
+            && err.contains(&format!(
+                "--external-volume postgres_data={copy}_postgres_data"
+            )),
         "{err}"
     );
-    let err = site.fails(&[
-        "upgrade",
-        &old,
-        "--to",
-        "ext-1.1.0",
+    let err = site.fails(&["up", "ext-1.0.0", "--as", &copy]);
+    assert!(err.contains("--external-volume"), "{err}");
+    site.ok(&[
+        "restore",
+        &snapshot,
+        "--into",
+        "ext-1.0.0",
         "--as",
         &copy,
-        "--dry-run",
+        "--external-volume",
+        &own,
     ]);
-    assert!(err.contains("external volumes"), "{err}");
+    assert_eq!(table_digest(&copy, "items"), items);
+    let copy_volumes = volumes_of(&site, &copy);
+    assert!(
+        copy_volumes.contains(&format!("{copy}_pgdata")),
+        "{copy_volumes:?}"
+    );
+    assert!(!copy_volumes.contains(&volume.0), "{copy_volumes:?}");
+    psql(&copy, "INSERT INTO items VALUES (901)");
+    assert_eq!(
+        table_digest(&old, "items"),
+        items,
+        "the original is untouched"
+    );
 
-    // A disaster takes the instance and its volume: the restore makes the
-    // volume again and fills it from the dump.
-    destroy(&old);
+    let upgrade = ["upgrade", &old, "--to", "ext-1.1.0", "--as", &new];
+    let err = site.fails(&[&upgrade[..], &["--dry-run"]].concat());
+    assert!(
+        err.contains(&format!(
+            "--external-volume postgres_data={new}_postgres_data"
+        )),
+        "{err}"
+    );
+    let new_volume = format!("{new}_pgdata");
+    let own = format!("postgres_data={new_volume}");
+    site.ok(&[&upgrade[..], &["--external-volume", &own, "--yes"]].concat());
+    assert_eq!(table_digest(&new, "items"), items);
+    assert!(volumes_of(&site, &new).contains(&new_volume));
+    assert!(
+        volume_exists(&volume.0),
+        "the old instance's volume is kept"
+    );
+
+    // A disaster takes the host's instances and the vendor's volume; a new
+    // site restores from the repository and the volume is made again.
+    for p in [&old, &new] {
+        destroy(p);
+    }
+    let backups = site.root.join("backups");
+    let password = site.root.join(".upkeep/repository.password");
+    let host2 = TestSite::new();
+    let restored = unique("extdr");
+    host2.track(&restored);
+    let scratch2 = tempfile::tempdir().unwrap();
+    install_external(&host2, scratch2.path(), &volume.0);
+    let from_repo = [
+        "--repo",
+        backups.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+    ];
+    let restore: Vec<&str> = [
+        "restore",
+        &snapshot,
+        "--into",
+        "ext-1.0.0",
+        "--as",
+        &restored,
+    ]
+    .into_iter()
+    .chain(from_repo)
+    .collect();
+    let err = host2.fails(&restore);
+    assert!(
+        err.contains(&format!("external volume {}", volume.0)) && err.contains("exists"),
+        "the vendor's volume still exists and is not overwritten: {err}"
+    );
     assert!(Command::new("docker")
         .args(["volume", "rm", &volume.0])
         .output()
         .unwrap()
         .status
         .success());
-    site.ok(&["restore", &snapshot, "--into", "ext-1.0.0", "--as", &copy]);
-    assert_eq!(table_digest(&copy, "items"), items);
+    host2.ok(&restore);
+    assert_eq!(table_digest(&restored, "items"), items);
     assert!(volume_exists(&volume.0));
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
+use super::instance::ExternalVolumeArgs;
 use super::output::{table, Output};
 use super::repository::RepoArgs;
 use super::Session;
@@ -46,6 +47,8 @@ pub struct RestoreArgs {
     /// Instance name; default: the release's default instance.
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
+    #[command(flatten)]
+    pub external: ExternalVolumeArgs,
     /// Replace an existing instance (a safety snapshot of it is taken first).
     #[arg(long)]
     pub force: bool,
@@ -120,6 +123,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
     let opts = RestoreOptions {
         into: args.into.clone(),
         as_name: args.as_name.clone(),
+        external_volumes: args.external.chosen(),
         force: args.force,
         timeout: Duration::from_secs(args.timeout),
     };
@@ -201,7 +205,7 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
             };
             text += &format!("\n  {key} → {name}{how}");
         }
-        for (key, name) in t.vendor.external_volumes() {
+        for (key, name) in t.shared_external_volumes() {
             text += &format!(
                 "\n  {key} → {name} (external: backed up, never created or removed by a copy)"
             );

@@ -18,9 +18,27 @@ pub struct UpArgs {
     /// Run as another copy with this name (its own project, volumes, ports, config).
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
+    #[command(flatten)]
+    pub external: ExternalVolumeArgs,
     /// Seconds to wait for every container to be running and healthy.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+}
+
+/// `--external-volume KEY=NAME`, for every command that makes an instance.
+#[derive(Debug, Args)]
+pub struct ExternalVolumeArgs {
+    /// Give the instance a volume of its own, NAME, for the release's
+    /// external volume KEY (repeatable); needed when another instance of the
+    /// site uses the vendor's volume.
+    #[arg(long = "external-volume", value_name = "KEY=NAME", value_parser = instance::parse_mapping)]
+    pub external_volumes: Vec<(String, String)>,
+}
+
+impl ExternalVolumeArgs {
+    pub fn chosen(&self) -> instance::ExternalVolumes {
+        self.external_volumes.iter().cloned().collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -48,7 +66,12 @@ pub struct StatusArgs {
 pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("up {}", args.version))?.with_compose_soon();
     let cx = session.cx();
-    let rec = instance::prepare(site, &args.version, args.as_name.as_deref())?;
+    let rec = instance::prepare(
+        site,
+        &args.version,
+        args.as_name.as_deref(),
+        &args.external.chosen(),
+    )?;
     let st = instance::up(
         site,
         cx.lock,
@@ -212,7 +235,11 @@ fn describe(st: &InstanceStatus) -> String {
         .map(|v| {
             vec![
                 v.key.clone(),
-                v.name.clone(),
+                if v.external {
+                    format!("{} (external)", v.name)
+                } else {
+                    v.name.clone()
+                },
                 if v.exists {
                     v.size.clone().unwrap_or_else(|| "?".into())
                 } else {

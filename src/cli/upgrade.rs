@@ -9,8 +9,10 @@ use clap::{Args, ValueEnum};
 use super::output::Output;
 use super::repository::RepoArgs;
 use super::Session;
+use crate::instance;
 use crate::ops::repository;
 use crate::ops::upgrade::{self, Journal, State, Strategy, UpgradeOptions};
+use crate::ownership::explain_unknown;
 use crate::site::Site;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -36,6 +38,8 @@ pub struct UpgradeArgs {
     /// Name of the new instance (default: the new release's default instance).
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
+    #[command(flatten)]
+    pub external: super::instance::ExternalVolumeArgs,
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -81,6 +85,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
             StrategyArg::Dump => Some(Strategy::Dump),
         },
         as_name: args.as_name.clone(),
+        external_volumes: args.external.chosen(),
         timeout,
         force: args.force,
     };
@@ -164,10 +169,18 @@ fn report(j: &Journal, out: &Output) -> Result<()> {
 
 pub fn rollback(site: &Site, args: &RollbackArgs, out: &Output) -> Result<()> {
     let session = Session::open(site, &format!("rollback {}", args.instance))?;
-    super::load_instance(site, session.cx().engine, &args.instance)?;
-    let finished = upgrade::journals(site)?
+    let journals: Vec<_> = upgrade::journals(site)?
         .into_iter()
-        .find(|j| (j.old == args.instance || j.new == args.instance) && j.state == State::Done);
+        .filter(|j| j.old == args.instance || j.new == args.instance)
+        .collect();
+    // Another site's instance, or one made by hand, is named as such; an
+    // unknown name gets rollback's own "no upgrade recorded".
+    if journals.is_empty() && !instance::exists(site, &args.instance) {
+        if let Some(e) = explain_unknown(site, session.cx().engine, &args.instance) {
+            return Err(e);
+        }
+    }
+    let finished = journals.into_iter().find(|j| j.state == State::Done);
     let mut yes = args.yes;
     if let (Some(j), false) = (&finished, yes) {
         if std::io::stdin().is_terminal() {

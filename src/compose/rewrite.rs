@@ -131,6 +131,11 @@ fn rename_volumes(doc: &mut Value, names: &BTreeMap<String, String>) {
         if entry.is_null() {
             *entry = Value::Mapping(Mapping::new());
         }
+        // An external volume a copy owns (`--external-volume`): the old
+        // `external: {name: …}` form would contradict the new `name:`.
+        if entry.get("external").is_some_and(Value::is_mapping) {
+            entry["external"] = Value::Bool(true);
+        }
         entry["name"] = Value::String(name.clone());
     }
 }
@@ -283,6 +288,25 @@ networks:
         assert!(out["services"]["postgres"].get("<<").is_none());
         assert_eq!(out["networks"]["grph_net"]["name"], "copy2-grph_net");
         assert_eq!(out["networks"]["outside"]["name"], "outside");
+    }
+
+    #[test]
+    fn an_external_volume_a_copy_owns_gets_its_name_in_either_form() {
+        let text = VENDOR.replace(
+            "  shared:\n    external: true\n",
+            "  shared:\n    external: true\n  legacy:\n    external:\n      name: acme_legacy\n",
+        );
+        let f = ComposeFile::parse(&text).unwrap();
+        let mut rw = InstanceRewrite::default();
+        rw.volume_names
+            .insert("shared".into(), "copy2_shared".into());
+        rw.volume_names
+            .insert("legacy".into(), "copy2_legacy".into());
+        let out: Value = serde_yaml_ng::from_str(&f.effective(&rw).unwrap()).unwrap();
+        for key in ["shared", "legacy"] {
+            assert_eq!(out["volumes"][key]["name"], format!("copy2_{key}"));
+            assert_eq!(out["volumes"][key]["external"], true);
+        }
     }
 
     #[test]

@@ -161,15 +161,25 @@ fn without_twins(
 
 /// Containers, health, volumes and ports of an instance.
 pub fn status(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Result<InstanceStatus> {
-    let _ = site;
     let containers = engine.project_containers(&rec.name)?;
+    let shared = vendor_compose(&site.release_dir(&rec.release))
+        .map(|c| c.external_volumes())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| !rec.volumes.contains_key(key));
+    let all = rec
+        .volumes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), false))
+        .chain(shared.map(|(k, v)| (k, v, true)));
     let mut volumes = Vec::new();
-    for (key, name) in &rec.volumes {
+    for (key, name, external) in all {
         volumes.push(VolumeStatus {
-            key: key.clone(),
-            name: name.clone(),
-            exists: engine.volume(name)?.is_some(),
+            exists: engine.volume(&name)?.is_some(),
+            key,
+            name,
             size: None,
+            external,
         });
     }
     let state = overall_state(&containers);

@@ -7,10 +7,12 @@
 //! `ports` chooses host ports, `lifecycle` brings instances up and down,
 //! `startup` starts containers in dependency order and waits for them.
 
+mod external;
 mod lifecycle;
 mod ports;
 mod startup;
 
+pub use external::{parse_mapping, ExternalVolumes};
 pub use lifecycle::*;
 pub use startup::{start_created, wait_probe, wait_ready, POLL};
 
@@ -67,6 +69,9 @@ pub struct VolumeStatus {
     pub name: String,
     pub exists: bool,
     pub size: Option<String>,
+    /// The vendor's external volume, used under its own name (not the
+    /// instance's: `down` and restores never remove it).
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,7 +152,14 @@ pub fn names_of_release(site: &Site, version: &str) -> Vec<String> {
 
 /// The record for `up VERSION [--as NAME]`: the existing one, or a new one
 /// with its home, volume names and host ports chosen (not yet saved).
-pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<InstanceRecord> {
+/// `own_external` gives a copy volumes of its own for the release's
+/// external ones (see the `external` module).
+pub fn prepare(
+    site: &Site,
+    version: &str,
+    as_name: Option<&str>,
+    own_external: &ExternalVolumes,
+) -> Result<InstanceRecord> {
     let release_dir = release::release_dir(site, version)?;
     let default = default_name(version)?;
     let name = match as_name {
@@ -165,6 +177,7 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
                 existing.release
             );
         }
+        external::check_existing(&vendor_compose(&release_dir)?, &existing, own_external)?;
         return Ok(existing);
     }
     let home = if name == default {
@@ -183,6 +196,7 @@ pub fn prepare(site: &Site, version: &str, as_name: Option<&str>) -> Result<Inst
         };
         volumes.insert(key, volume);
     }
+    external::assign(site, &compose, &name, own_external, &mut volumes)?;
     let ports = assign_ports(site, &name, &compose.published_ports()?)?;
     Ok(InstanceRecord {
         name,
@@ -224,6 +238,7 @@ pub fn successor(
     old: &InstanceRecord,
     version: &str,
     as_name: Option<&str>,
+    own_external: &ExternalVolumes,
 ) -> Result<InstanceRecord> {
     let default = default_name(version)?;
     let name = match as_name {
@@ -234,11 +249,12 @@ pub fn successor(
         None => format!("{}-{default}", old.name),
     };
     check_project_name(&name)?;
-    let mut rec = prepare(site, version, Some(&name))?;
+    let mut rec = prepare(site, version, Some(&name), own_external)?;
     // A vendor that fixes a volume's name in both releases would have the
-    // new instance write into the old one's volume.
+    // new instance write into the old one's volume. (Names the administrator
+    // chose for external ones are theirs: the upgrade refuses a shared one.)
     for (key, volume) in &mut rec.volumes {
-        if old.volumes.values().any(|v| v == volume) {
+        if !own_external.contains_key(key) && old.volumes.values().any(|v| v == volume) {
             *volume = format!("{}_{key}", rec.name);
         }
     }

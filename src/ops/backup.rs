@@ -61,13 +61,7 @@ enum Data {
 
 /// The Docker name of volume `key`: the instance's own, or an external one.
 pub fn volume_name(t: &Target, key: &str) -> Option<String> {
-    t.rec.volumes.get(key).cloned().or_else(|| {
-        t.vendor
-            .external_volumes()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, name)| name)
-    })
+    t.data_volumes().remove(key)
 }
 
 fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool) -> Result<Plan> {
@@ -117,7 +111,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         }
     };
     let mut copies = Vec::new();
-    let external = t.vendor.external_volumes();
+    let external = t.shared_external_volumes();
     let volumes = t
         .rec
         .volumes

@@ -67,6 +67,25 @@ impl Target {
         })
     }
 
+    /// External volumes the instance uses under the vendor's names, key →
+    /// Docker name (those it owns, from `--external-volume`, are in
+    /// `rec.volumes`).
+    pub fn shared_external_volumes(&self) -> Vec<(String, String)> {
+        self.vendor
+            .external_volumes()
+            .into_iter()
+            .filter(|(key, _)| !self.rec.volumes.contains_key(key))
+            .collect()
+    }
+
+    /// Every named volume holding the instance's data, its own and the
+    /// shared external ones: key → Docker name.
+    pub fn data_volumes(&self) -> std::collections::BTreeMap<String, String> {
+        let mut all = self.rec.volumes.clone();
+        all.extend(self.shared_external_volumes());
+        all
+    }
+
     /// An image of this release to create helper containers from (never
     /// started): the one of `service` if given, else any.
     pub fn helper_image(&self, service: Option<&str>) -> Result<String> {

@@ -27,6 +27,8 @@ use crate::snapshot::{self, Item, ItemKind, Manifest};
 pub struct RestoreOptions {
     pub into: String,
     pub as_name: Option<String>,
+    /// Volumes of its own for the release's external ones (`--external-volume`).
+    pub external_volumes: instance::ExternalVolumes,
     /// Replace an existing instance (a safety snapshot is taken first).
     pub force: bool,
     pub timeout: Duration,
@@ -85,9 +87,7 @@ pub fn plan(
     opts: &RestoreOptions,
 ) -> Result<Vec<String>> {
     let (id, m) = manifest(repo, snapshot)?;
-    let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
-    let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target, opts.force)?;
+    let (rec, target) = checked_target(site, engine, &m, opts)?;
     let mut steps = Vec::new();
     let leftovers = leftover_volumes(site, engine, &rec)?;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
@@ -111,7 +111,7 @@ pub fn plan(
             ));
         }
     }
-    for (_, name) in target.vendor.external_volumes() {
+    for (_, name) in target.shared_external_volumes() {
         steps.push(format!(
             "create external volume {name} (the release expects it; upkeep never removes it) and \
              fill it from the snapshot if it holds it"
@@ -147,6 +147,24 @@ pub fn plan(
         rec.name
     ));
     Ok(steps)
+}
+
+/// The instance a restore would write, refused if it cannot hold `m`.
+fn checked_target(
+    site: &Site,
+    engine: &Engine,
+    m: &Manifest,
+    opts: &RestoreOptions,
+) -> Result<(InstanceRecord, Target)> {
+    let rec = instance::prepare(
+        site,
+        &opts.into,
+        opts.as_name.as_deref(),
+        &opts.external_volumes,
+    )?;
+    let target = Target::load(site, rec.clone())?;
+    check(engine, m, &target, opts.force)?;
+    Ok((rec, target))
 }
 
 fn refuse_existing(
@@ -191,15 +209,17 @@ fn leftover_volumes(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Resul
 /// Refuses a snapshot the target release cannot hold.
 fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<()> {
     m.profile.fits(&target.profile)?;
-    for (key, name) in target.vendor.external_volumes() {
+    for (key, name) in target.shared_external_volumes() {
         if !force && engine.volume(&name)?.is_some() {
             bail!(
                 "release {} uses the external volume {name} ({key}), and it exists: it holds the \
                  data of the instance that uses it. upkeep neither shares an external volume \
                  between two copies nor overwrites one: restore with --force into the instance \
-                 that uses it, or, if nothing uses it any more, remove it (`docker volume rm \
+                 that uses it; or give this copy a volume of its own with --external-volume \
+                 {key}={}_{key}; or, if nothing uses it any more, remove it (`docker volume rm \
                  {name}`) and restore again",
-                target.rec.release
+                target.rec.release,
+                target.rec.name
             );
         }
     }
@@ -280,9 +300,7 @@ pub fn restore(
         .map(Ok)
         .unwrap_or_else(|| instance::default_name(&opts.into))?;
     clear_interrupted(site, lock, engine, compose, &name_hint)?;
-    let rec = instance::prepare(site, &opts.into, opts.as_name.as_deref())?;
-    let target = Target::load(site, rec.clone())?;
-    check(engine, &m, &target, opts.force)?;
+    let (rec, target) = checked_target(site, engine, &m, opts)?;
 
     crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
     let mut safety_snapshot = None;
@@ -390,7 +408,7 @@ fn volume_order<'m>(
 /// (`check` refused any that exists). Mounting a missing volume in a helper
 /// container creates it, without compose's labels: it is not the project's.
 fn create_external_volumes(engine: &Engine, target: &Target) -> Result<()> {
-    for (_, name) in target.vendor.external_volumes() {
+    for (_, name) in target.shared_external_volumes() {
         if engine.volume(&name)?.is_none() {
             let empty_tar = std::io::Cursor::new(vec![0u8; 1024]);
             engine.write_volume(&name, &target.helper_image(None)?, empty_tar)?;

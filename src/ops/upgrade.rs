@@ -120,6 +120,10 @@ pub struct Journal {
     /// Where the downtime went, in order: (phase, seconds).
     #[serde(default)]
     pub phases: Vec<(String, f64)>,
+    /// Volumes of its own the new instance has for the release's external
+    /// ones (`--external-volume`).
+    #[serde(default)]
+    pub external_volumes: instance::ExternalVolumes,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +143,8 @@ pub struct UpgradeOptions {
     pub to: String,
     pub strategy: Option<Strategy>,
     pub as_name: Option<String>,
+    /// Volumes of its own for the new release's external ones.
+    pub external_volumes: instance::ExternalVolumes,
     pub timeout: Duration,
     /// Replace a new instance left by an earlier upgrade that was rolled
     /// back after it ran (a safety snapshot of it is taken first).
@@ -233,8 +239,13 @@ pub fn plan(
         bail!("instance {old_name} already runs release {}", opts.to);
     }
     release::release_dir(site, &opts.to)?;
-    refuse_shared_external_volumes(&old)?;
-    let new_rec = instance::successor(site, &old.rec, &opts.to, opts.as_name.as_deref())?;
+    let new_rec = instance::successor(
+        site,
+        &old.rec,
+        &opts.to,
+        opts.as_name.as_deref(),
+        &opts.external_volumes,
+    )?;
     if instance::exists(site, &new_rec.name)
         && journal(site, old_name)?.is_none_or(|j| j.new != new_rec.name)
     {
@@ -263,6 +274,7 @@ pub fn plan(
         }
     }
     let new = Target::load(site, new_rec)?;
+    refuse_shared_volumes(&old, &new)?;
     let missing: Vec<String> = new
         .images
         .values()
@@ -337,7 +349,11 @@ pub fn plan(
 /// than the volumes; their size is the safe bound).
 fn check_space(site: &Site, engine: &Engine, old: &Target) -> Result<()> {
     let sizes = engine.volume_bytes();
-    let needed: u64 = old.rec.volumes.values().filter_map(|v| sizes.get(v)).sum();
+    let needed: u64 = old
+        .data_volumes()
+        .values()
+        .filter_map(|v| sizes.get(v))
+        .sum();
     let root = engine.data_root()?;
     let mut places = vec![(root.clone(), "Docker's data root (the new volumes)")];
     let repo = super::repository::default_location(site);
@@ -467,6 +483,7 @@ pub fn run(cx: &Ctx, repo: &Repository, plan: &Plan, opts: &UpgradeOptions) -> R
         precopy_since: None,
         new_row_counts: None,
         phases: Vec::new(),
+        external_volumes: opts.external_volumes.clone(),
     };
     // A failed earlier attempt may have left the new instance half made;
     // one that served (rolled back after it ran) is kept in a safety
@@ -500,6 +517,7 @@ pub fn resume(cx: &Ctx, repo: &Repository, old: &str, timeout: Duration) -> Resu
         to: j.to.clone(),
         strategy: Some(j.strategy),
         as_name: Some(j.new.clone()),
+        external_volumes: j.external_volumes.clone(),
         timeout,
         force: false,
     };
@@ -627,7 +645,7 @@ fn carry_config(cx: &Ctx, old: &Target, j: &mut Journal, opts: &UpgradeOptions) 
         engine,
         compose,
     } = *cx;
-    let new = instance::successor(site, &old.rec, &j.to, Some(&j.new))?;
+    let new = instance::successor(site, &old.rec, &j.to, Some(&j.new), &j.external_volumes)?;
     instance::prepare_project(site, lock, engine, compose, &new)?;
     let mut report = CarryReport::default();
     let old_vendor_files = release::record(site, &old.rec.release)?
@@ -711,28 +729,35 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     instance::create_containers(site, compose, &new.rec, &[])
 }
 
-/// The new instance would mount the old one's external volumes as they
-/// are: a Postgres initialised or restored into them would write over the
-/// data the rollback needs. Refused until `--as` can map them.
-fn refuse_shared_external_volumes(old: &Target) -> Result<()> {
-    let external: Vec<String> = old
-        .vendor
-        .external_volumes()
+/// The new instance must not mount a volume of the old one: a Postgres
+/// initialised or restored into it would write over the data the rollback
+/// needs. Only an external volume can be shared so (the vendor fixes its
+/// name), or one the administrator named with `--external-volume`.
+fn refuse_shared_volumes(old: &Target, new: &Target) -> Result<()> {
+    let old_volumes = old.data_volumes();
+    let shared: Vec<(String, String)> = new
+        .data_volumes()
         .into_iter()
-        .map(|(_, name)| name)
+        .filter(|(_, name)| old_volumes.values().any(|v| v == name))
         .collect();
-    if !external.is_empty() {
-        bail!(
-            "instance {} uses external volumes ({}): the new instance would share them with it, \
-             and the old data the rollback needs would be written over. upkeep does not upgrade \
-             such an instance in place: back it up (`upkeep backup {}`), stop it, and restore the \
-             snapshot into the new release",
-            old.rec.name,
-            external.join(", "),
-            old.rec.name
-        );
+    if shared.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let listed: Vec<String> = shared.iter().map(|(k, v)| format!("{k} → {v}")).collect();
+    let flags: Vec<String> = shared
+        .iter()
+        .map(|(k, _)| format!("--external-volume {k}={}_{k}", new.rec.name))
+        .collect();
+    bail!(
+        "instance {} would share volumes with {} ({}), and the old data the rollback needs would \
+         be written over. Give {} volumes of its own with {} (upkeep creates and fills them; the \
+         old ones are left as they are)",
+        new.rec.name,
+        old.rec.name,
+        listed.join(", "),
+        new.rec.name,
+        flags.join(" ")
+    )
 }
 
 /// Copies the data folders under the old home into the new one, in the
@@ -778,7 +803,7 @@ fn file_copied_volumes(
 ) -> Vec<(String, String, String)> {
     let pg_key = old.profile.postgres.as_ref().map(|p| &p.data_volume);
     let mut out = Vec::new();
-    for (key, from) in &old.rec.volumes {
+    for (key, from) in &old.data_volumes() {
         if strategy == Strategy::Dump && Some(key) == pg_key {
             continue;
         }
