@@ -23,11 +23,10 @@ cargo clippy --all-targets -- -D warnings
 # suite; v1 (`docker-compose` 1.29) the compose-facing subset below, to keep
 # CI under 45 minutes. UPKEEP_COMPOSE_V2_CONFIG is a DOCKER_CONFIG holding the
 # v2 plugin (.ci/run installs one); without it, the machine's own is used.
-# (compose_corpus checks both flavours itself, so it runs once, with the v2 suite.)
 V1_SUITE=(--test compose_env --test compose_anchored --test instances --test upgrade --test backup
-  --test ownership --test databases --test bind_mounts
+  --test ownership --test databases --test bind_mounts --test compose_corpus
   -- hostile anchored two_copies same_major restore_after_disaster two_sites every_database
-  postgres_and_uploads postgres_in_an_external_volume)
+  postgres_and_uploads postgres_in_an_external_volume vendor)
 [ -z "${UPKEEP_COMPOSE_V2_CONFIG:-}" ] || export DOCKER_CONFIG=$UPKEEP_COMPOSE_V2_CONFIG
 
 # The integration tests mostly wait on containers: three at a time keep the

@@ -17,4 +17,5 @@ pub mod release;
 pub mod repo;
 pub mod site;
 pub mod snapshot;
+pub mod timeline;
 pub mod untar;

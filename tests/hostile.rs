@@ -995,6 +995,18 @@ fn debug_logs_hold_no_secrets() {
                 "{args:?} (UPKEEP_LOG={log:?}) printed a secret"
             );
         }
+        // -v shows where a restore's time goes, phase by phase.
+        if args.contains(&"restore") {
+            for phase in [
+                "read the manifest",
+                "load Postgres (roles, then each database)",
+            ] {
+                assert!(
+                    all.contains("restore timeline: +") && all.contains(&format!("{phase} took")),
+                    "no timeline line for {phase}: {all}"
+                );
+            }
+        }
     }
     destroy(&src);
     destroy(&dst);

@@ -168,6 +168,16 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
         if let Some(s) = &report.safety_snapshot {
             text += &format!("\nsafety snapshot of the replaced instance: {}", &s[..8]);
         }
+        if let Some(slowest) = report
+            .timeline
+            .iter()
+            .max_by(|a, b| a.secs.total_cmp(&b.secs))
+        {
+            text += &format!(
+                "\nslowest phase: {} ({:.1}s; -v shows every phase)",
+                slowest.name, slowest.secs
+            );
+        }
         text
     })
 }

@@ -22,6 +22,7 @@ use crate::postgres;
 use crate::repo::Repository;
 use crate::site::{now_rfc3339, Site, SiteLock};
 use crate::snapshot::{self, Item, ItemKind, Manifest};
+use crate::timeline::{Phase, Timeline};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -42,6 +43,8 @@ pub struct RestoreReport {
     /// Tables written to while the backup ran: their counts cannot be checked.
     pub tables_unverified: Vec<String>,
     pub safety_snapshot: Option<String>,
+    /// Where the time went (phases may overlap).
+    pub timeline: Vec<Phase>,
 }
 
 /// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`) and
@@ -293,7 +296,8 @@ pub fn restore(
         engine,
         compose,
     } = *cx;
-    let (id, m) = manifest(repo, snapshot)?;
+    let timeline = Timeline::new("restore");
+    let (id, m) = timeline.phase("read the manifest", || manifest(repo, snapshot))?;
     let name_hint = opts
         .as_name
         .clone()
@@ -311,14 +315,20 @@ pub fn restore(
             tags: vec!["safety".into(), format!("before-restore={}", &id[..8])],
             ..Default::default()
         };
-        let report = backup::backup(cx, repo, &target, &opts, None).with_context(|| {
-            format!(
-                "taking the safety snapshot of {} before replacing it",
-                rec.name
-            )
-        })?;
+        let report = timeline
+            .phase("safety snapshot", || {
+                backup::backup(cx, repo, &target, &opts, None)
+            })
+            .with_context(|| {
+                format!(
+                    "taking the safety snapshot of {} before replacing it",
+                    rec.name
+                )
+            })?;
         safety_snapshot = Some(report.snapshot.id);
-        remove_instance(site, lock, engine, compose, &rec)?;
+        timeline.phase("remove the instance it replaces", || {
+            remove_instance(site, lock, engine, compose, &rec)
+        })?;
     }
     let mut journal = Journal {
         snapshot: id.clone(),
@@ -332,12 +342,14 @@ pub fn restore(
     // with. Compose reads the file when it creates the containers, which
     // is also where it checks the generated compose file.
     let home_existed = rec.home.exists();
-    instance::prepare_project_unchecked(site, lock, engine, compose, &rec)?;
     let config = m
         .item(ItemKind::Config)
         .context("the snapshot has no config archive")?;
-    with_item(repo, &id, config, |r| {
-        snapshot::config::restore(r, &rec.home).map(|_| ())
+    timeline.phase("prepare the project and write config", || {
+        instance::prepare_project_unchecked(site, lock, engine, compose, &rec)?;
+        with_item(repo, &id, config, |r| {
+            snapshot::config::restore(r, &rec.home).map(|_| ())
+        })
     })?;
     if !home_existed {
         tracing::info!("created instance home {}", rec.home.display());
@@ -347,21 +359,41 @@ pub fn restore(
     let (early, alongside) = volume_order(&m, &target, has_dump);
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
+    let t = &timeline;
     let expected = std::thread::scope(|s| {
-        let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
-        let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
-        let loaded = write_volumes(cx, repo, &id, &target, &early)
-            .and_then(|()| write_binds(cx, repo, &id, &m, &target, has_dump))
+        let volumes = s.spawn(|| {
+            t.phase("write the volumes Postgres does not read", || {
+                write_volumes(cx, repo, &id, &target, &alongside)
+            })
+        });
+        let created = s.spawn(|| {
+            t.phase("compose creates the containers", || {
+                instance::create_containers(site, compose, &rec, &[])
+            })
+        });
+        let loaded = t
+            .phase("write the volumes Postgres reads", || {
+                write_volumes(cx, repo, &id, &target, &early)
+            })
+            .and_then(|()| {
+                t.phase("write bind-mounted data", || {
+                    write_binds(cx, repo, &id, &m, &target, has_dump)
+                })
+            })
             .and_then(|()| {
                 created.join().expect("compose thread panicked")?;
-                load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+                t.phase("load Postgres (roles, then each database)", || {
+                    load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+                })
             });
         volumes.join().expect("volume writer panicked")?;
         loaded
     })?;
     journal.instance_started = true;
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
-    let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
+    let counts = timeline.phase("start the instance ∥ count rows", || {
+        target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)
+    })?;
     let tables_verified = match counts {
         Some(counts) => verify_counts(&expected, &counts)?,
         None => 0,
@@ -371,14 +403,18 @@ pub fn restore(
         .as_ref()
         .map(|p| p.changed_during_backup.clone())
         .unwrap_or_default();
-    let status = instance::wait_ready(site, engine, &rec, opts.timeout)?;
+    let status = timeline.phase("wait until every container is ready", || {
+        instance::wait_ready(site, engine, &rec, opts.timeout)
+    })?;
     std::fs::remove_file(journal_path(site, &rec.name)).ok();
+    tracing::info!("restore took {:.1}s", timeline.elapsed());
     Ok(RestoreReport {
         snapshot: id,
         instance: status,
         tables_verified,
         tables_unverified,
         safety_snapshot,
+        timeline: timeline.phases(),
     })
 }
 
