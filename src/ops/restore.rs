@@ -303,12 +303,15 @@ pub fn restore(
         .clone()
         .map(Ok)
         .unwrap_or_else(|| instance::default_name(&opts.into))?;
-    clear_interrupted(site, lock, engine, compose, &name_hint)?;
-    let (rec, target) = checked_target(site, engine, &m, opts)?;
-
-    crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
+    let (rec, target, leftovers) =
+        timeline.phase("checks (release, ownership, leftovers)", || {
+            clear_interrupted(site, lock, engine, compose, &name_hint)?;
+            let (rec, target) = checked_target(site, engine, &m, opts)?;
+            crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
+            let leftovers = leftover_volumes(site, engine, &rec)?;
+            anyhow::Ok((rec, target, leftovers))
+        })?;
     let mut safety_snapshot = None;
-    let leftovers = leftover_volumes(site, engine, &rec)?;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
         refuse_existing(&rec, &leftovers, opts)?;
         let opts = BackupOptions {
@@ -382,8 +385,11 @@ pub fn restore(
             })
             .and_then(|()| {
                 created.join().expect("compose thread panicked")?;
+                if !has_dump {
+                    return Ok(Default::default());
+                }
                 t.phase("load Postgres (roles, then each database)", || {
-                    load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
+                    load_postgres(cx, repo, &id, &m, &target, opts.timeout, t)
                 })
             });
         volumes.join().expect("volume writer panicked")?;
@@ -526,17 +532,21 @@ fn load_postgres(
     snapshot: &str,
     m: &Manifest,
     target: &Target,
-    has_dump: bool,
     timeout: Duration,
+    timeline: &Timeline,
 ) -> Result<postgres::RowCounts> {
-    let Some(pg) = m.postgres.as_ref().filter(|_| has_dump) else {
+    let Some(pg) = m.postgres.as_ref() else {
         return Ok(Default::default());
     };
     let engine = cx.engine;
-    let load = target.postgres_for_load(cx, timeout)?;
+    let load = timeline.phase("start Postgres for the bulk load", || {
+        target.postgres_for_load(cx, timeout)
+    })?;
     if let Some(globals) = m.item(ItemKind::PostgresGlobals) {
-        with_item(repo, snapshot, globals, |mut r| {
-            load.server.restore_globals(engine, &mut r)
+        timeline.phase("restore the roles", || {
+            with_item(repo, snapshot, globals, |mut r| {
+                load.server.restore_globals(engine, &mut r)
+            })
         })?;
     }
     let mut expected = postgres::RowCounts::new();
@@ -551,17 +561,20 @@ fn load_postgres(
                 db.stream
             )
         })?;
-        with_item(repo, snapshot, dump, |mut r| {
-            load.restore_into(&name, &mut r)
-        })
-        .with_context(|| format!("restoring database {name}"))?;
+        timeline
+            .phase(&format!("pg_restore database {name}"), || {
+                with_item(repo, snapshot, dump, |mut r| {
+                    load.restore_into(&name, &mut r)
+                })
+            })
+            .with_context(|| format!("restoring database {name}"))?;
         expected.extend(
             db.row_counts
                 .iter()
                 .map(|(t, n)| (postgres::cluster_key(&name, t), *n)),
         );
     }
-    load.finish()?;
+    timeline.phase("end the bulk load", || load.finish())?;
     Ok(expected)
 }
 
