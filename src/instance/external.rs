@@ -131,8 +131,9 @@ fn check_keys(chosen: &ExternalVolumes, external: &[(String, String)]) -> Result
     Ok(())
 }
 
-/// Docker names of the vendors' external volumes that the site's other
-/// instances use under the vendor's name.
+/// Docker names of the external volumes that the site's other instances
+/// use: the vendor's, or the one recorded (an adopted install records the
+/// volumes its containers mount, the vendor's among them).
 fn used_by_others(site: &Site, name: &str) -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for rec in list(site)?.into_iter().filter(|r| r.name != name) {
@@ -140,9 +141,7 @@ fn used_by_others(site: &Site, name: &str) -> Result<BTreeSet<String>> {
             continue;
         };
         for (key, vendor_name) in compose.external_volumes() {
-            if !rec.volumes.contains_key(&key) {
-                out.insert(vendor_name);
-            }
+            out.insert(rec.volumes.get(&key).cloned().unwrap_or(vendor_name));
         }
     }
     Ok(out)
