@@ -2,9 +2,11 @@
 //! new instance of a release (on this host or another), or into an existing
 //! one with `--force` after a safety snapshot. Config is written exactly,
 //! volumes are recreated with compose's labels, Postgres is started for a
-//! bulk load (`ops::bulk_load`) and `pg_restore`d, then everything starts
-//! and row counts are checked against the manifest meanwhile. A journal marks a restore in progress: if it dies, the next
-//! restore into the same name clears what the dead one created and retries.
+//! bulk load (`ops::bulk_load`) and `pg_restore`d, or, into the same major,
+//! gets its physical copy (`ops::physical`); then everything starts and row
+//! counts are checked against the manifest meanwhile. A journal marks a
+//! restore in progress: if it dies, the next restore into the same name
+//! clears what the dead one created and retries.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{self, BackupOptions};
+use super::physical::{self, Source};
 use super::pipe::{pipe, Draining};
 use super::{Ctx, Target};
 use crate::compose::Compose;
@@ -42,6 +45,10 @@ pub struct RestoreReport {
     /// Tables written to while the backup ran: their counts cannot be checked.
     pub tables_unverified: Vec<String>,
     pub safety_snapshot: Option<String>,
+    /// `logical` (the dumps were loaded) or `physical` (the data folder
+    /// was written as backed up); absent without Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_from: Option<&'static str>,
 }
 
 /// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`) and
@@ -125,7 +132,13 @@ pub fn plan(
             durable::human_bytes(item.size)
         ));
     }
-    if let Some(pg) = &m.postgres {
+    let (source, why) = physical::source(engine, &m, &target)?;
+    if source == Source::Base {
+        steps.push(format!(
+            "write Postgres's physical copy into its data volume ({why})"
+        ));
+    }
+    if let Some(pg) = m.postgres.as_ref().filter(|_| source == Source::Dump) {
         let databases: Vec<String> = pg
             .databases(&m)
             .iter()
@@ -135,10 +148,9 @@ pub fn plan(
             steps.push(format!(
                 "start {} for a bulk load (WAL minimal, in a stand-in container), restore its roles \
                  and pg_restore each database ({}) with its properties, in one transaction each \
-                 (Postgres {} dump)",
+                 ({why})",
                 pg.service,
                 databases.join(", "),
-                pg.major
             ));
         }
     }
@@ -254,7 +266,7 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
 /// Streams `item` of `snapshot` into `consume` through a pipe (the
 /// repository writes on a second thread), checking size and digest
 /// against the manifest once both sides are done.
-fn with_item<T>(
+pub(super) fn with_item<T>(
     repo: &Repository,
     snapshot: &str,
     item: &Item,
@@ -342,16 +354,25 @@ pub fn restore(
     if !home_existed {
         tracing::info!("created instance home {}", rec.home.display());
     }
-    let has_dump = m.item(ItemKind::PostgresDump).is_some();
+    let (source, why) = physical::source(engine, &m, &target)?;
+    tracing::info!(
+        "Postgres from the {} copy: {why}",
+        source.word().unwrap_or("no")
+    );
+    let has_dump = source == Source::Dump;
     create_external_volumes(engine, &target)?;
-    let (early, alongside) = volume_order(&m, &target, has_dump);
+    let (early, alongside) = volume_order(&m, &target, source.skips_data_files());
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
     let expected = std::thread::scope(|s| {
         let volumes = s.spawn(|| write_volumes(cx, repo, &id, &target, &alongside));
         let created = s.spawn(|| instance::create_containers(site, compose, &rec, &[]));
         let loaded = write_volumes(cx, repo, &id, &target, &early)
-            .and_then(|()| write_binds(cx, repo, &id, &m, &target, has_dump))
+            .and_then(|()| write_binds(cx, repo, &id, &m, &target, source.skips_data_files()))
+            .and_then(|()| match source {
+                Source::Base => physical::write_base(cx, repo, &id, &m, &target),
+                _ => Ok(()),
+            })
             .and_then(|()| {
                 created.join().expect("compose thread panicked")?;
                 load_postgres(cx, repo, &id, &m, &target, has_dump, opts.timeout)
@@ -361,16 +382,21 @@ pub fn restore(
     })?;
     journal.instance_started = true;
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
-    let counts = target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)?;
+    let (expected, mut tables_unverified) = match source {
+        Source::Base => physical::expected(&m),
+        _ => (expected, Vec::new()),
+    };
+    let count = source.skips_data_files() && m.postgres.is_some();
+    let counts = target.start_counting(cx, count, opts.timeout)?;
     let tables_verified = match counts {
         Some(counts) => verify_counts(&expected, &counts)?,
         None => 0,
     };
-    let tables_unverified = m
-        .postgres
-        .as_ref()
-        .map(|p| p.changed_during_backup.clone())
-        .unwrap_or_default();
+    tables_unverified.extend(
+        m.postgres
+            .iter()
+            .flat_map(|p| p.changed_during_backup.iter().cloned()),
+    );
     let status = instance::wait_ready(site, engine, &rec, opts.timeout)?;
     std::fs::remove_file(journal_path(site, &rec.name)).ok();
     Ok(RestoreReport {
@@ -379,22 +405,23 @@ pub fn restore(
         tables_verified,
         tables_unverified,
         safety_snapshot,
+        postgres_from: source.word(),
     })
 }
 
 /// The snapshot's volume items to restore, split into those to write before
 /// Postgres starts (it mounts them) and those to write while it restores.
-/// The Postgres data volume is skipped when there is a dump: the dump is the
-/// source of truth and a fresh server is initialised.
+/// The Postgres data volume's files are skipped when the cluster comes from
+/// a dump (a fresh server is initialised) or from its physical copy.
 fn volume_order<'m>(
     m: &'m Manifest,
     target: &Target,
-    has_dump: bool,
+    skip_pg_data: bool,
 ) -> (Vec<&'m Item>, Vec<&'m Item>) {
     let pg = target.profile.postgres.as_ref();
     let items = m.volumes().filter(|item| {
         let key = item.volume.as_deref().unwrap_or_default();
-        !(has_dump && pg.is_some_and(|p| p.data_volume == key))
+        !(skip_pg_data && pg.is_some_and(|p| p.data_volume == key))
     });
     items.partition(|item| {
         let key = item.volume.as_deref().unwrap_or_default();
@@ -424,20 +451,20 @@ fn create_external_volumes(engine: &Engine, target: &Target) -> Result<()> {
 /// Writes the snapshot's folders and files under the home into the
 /// target's home, through the engine (owners and modes as backed up), before
 /// the services that mount them start. The Postgres data folder is left
-/// out when there is a dump, as its volume would be.
+/// out when the cluster comes from elsewhere, as its volume would be.
 fn write_binds(
     cx: &Ctx,
     repo: &Repository,
     snapshot: &str,
     m: &Manifest,
     target: &Target,
-    has_dump: bool,
+    skip_pg_data: bool,
 ) -> Result<()> {
     let pg_bind = target.postgres_data_bind();
     let mounted = target.data_binds();
     for item in m.binds() {
         let path = item.path.clone().unwrap_or_default();
-        if has_dump && pg_bind.as_deref() == Some(path.as_str()) {
+        if skip_pg_data && pg_bind.as_deref() == Some(path.as_str()) {
             continue;
         }
         if !mounted.iter().any(|b| b.path == path) {
