@@ -130,13 +130,32 @@ fn a_running_server_is_backed_up_physically_and_restored_from_that_copy() {
 }
 
 #[test]
-fn a_cluster_with_an_extra_tablespace_is_refused_a_physical_backup() {
+fn refused_replication_and_extra_tablespaces_are_explained() {
     let site = TestSite::new();
     let src = unique("pbts");
     site.track(&src);
     site.install(&["v1.0.0"]);
     site.ok(&["up", "v1.0.0", "--as", &src]);
     let postgres = container(&src, "postgres");
+    let hba = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &postgres])
+        .args(["sh", "-c", "cp \"$PGDATA/pg_hba.conf\" /tmp/hba && sed -i '/replication/d' \"$PGDATA/pg_hba.conf\""])
+        .status()
+        .unwrap();
+    assert!(hba.success());
+    psql(&src, "SELECT pg_reload_conf()");
+    let err = site.fails(&["backup", &src, "--physical"]);
+    assert!(
+        err.contains(&format!("add the line `local replication {PG_USER} trust`")),
+        "{err}"
+    );
+    let back = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &postgres])
+        .args(["sh", "-c", "cp /tmp/hba \"$PGDATA/pg_hba.conf\""])
+        .status()
+        .unwrap();
+    assert!(back.success());
+    psql(&src, "SELECT pg_reload_conf()");
     let made = std::process::Command::new("docker")
         .args(["exec", "-u", "postgres", &postgres])
         .args(["mkdir", "-p", "/var/lib/postgresql/extra"])
