@@ -5,6 +5,7 @@
 #   bench/bench.sh backup [SCALE]         upkeep backup/restore vs the seed page's commands
 #   bench/bench.sh upgrade [SCALE]        upkeep upgrade downtime vs raw copy / dump+restore by hand
 #   bench/bench.sh backup,upgrade [SCALE] both on one pgbench fill (saves the fill)
+#   bench/bench.sh physical [SCALE]       backup --physical vs logical: time, growth, restore
 #
 # Each contender and its baselines run in this process tree, on the same data,
 # one after the other in one run. Wall time: `date +%s.%N`; peak RSS:
@@ -37,8 +38,8 @@ CMDLINE="bench/bench.sh${*:+ $*}"
 WHAT=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$WHAT" in
-  repo|backup|upgrade|backup,upgrade|upgrade,backup) ;;
-  *) sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  repo|backup|upgrade|backup,upgrade|upgrade,backup|physical) ;;
+  *) sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 P="bench$$"                       # prefix of every compose project, volume, container
@@ -234,14 +235,16 @@ need() { command -v "$1" >/dev/null || die "$1 is missing: apt-get install -y $2
 # Installs the Debian packages the harness uses when missing (as root), then checks.
 need_tools() {
   local pkgs=() p
-  for p in restic borgbackup zstd time jq; do
+  local want=(restic zstd time jq)
+  [[ $WHAT == repo ]] && want+=(borgbackup)
+  for p in "${want[@]}"; do
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ] || pkgs+=("$p")
   done
   if [[ ${#pkgs[@]} -gt 0 && $(id -u) -eq 0 ]]; then
     log "installing ${pkgs[*]}"
     apt-get -q update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2
   fi
-  need restic restic; need borg borgbackup; need gzip gzip; need zstd zstd; need jq jq
+  need restic restic; [[ $WHAT != repo ]] || need borg borgbackup; need gzip gzip; need zstd zstd; need jq jq
   [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing: apt-get install -y time"
 }
 
@@ -614,6 +617,10 @@ bench_upgrade() {
   out "Not in the by-hand numbers: stopping the instance (\`upkeep stop\`: ${T[raw_stop]} s), starting it (\`upkeep up\` of the stopped instance: ${T[raw_start]} s; of a fresh v2.0.0 instance: ${T[hand_up]} s), copying \`postgres_backups\` in the dump case. The whole \`upkeep upgrade\` command also takes the safety snapshot (before the downtime). \`upkeep rollback\` after the copy upgrade: ${T[rollback]} s."
 }
 
+# ================================================================= physical (issue 13)
+# shellcheck source=bench/physical.sh
+source "$ROOT/bench/physical.sh"
+
 # ================================================================= main
 need_tools
 need jq jq
@@ -624,16 +631,17 @@ out "\`\`\`"
 case "$WHAT" in
   repo)
     bench_repo "$@" ;;
-  backup|upgrade|backup,upgrade|upgrade,backup)
+  backup|upgrade|backup,upgrade|upgrade,backup|physical)
     SCALE=${1:-70}
     out "# Instance benchmarks: $WHAT, pgbench scale $SCALE"
     machine; MACHINE_DONE=1
     start_monitor
     if [[ $WHAT == upgrade ]]; then setup_instance v1.0.0 v1.1.0 v2.0.0
-    elif [[ $WHAT == backup ]]; then setup_instance v1.0.0
+    elif [[ $WHAT == backup || $WHAT == physical ]]; then setup_instance v1.0.0
     else setup_instance v1.0.0 v1.1.0 v2.0.0; fi
     [[ $WHAT == *backup* ]] && bench_backup
     [[ $WHAT == *upgrade* ]] && bench_upgrade
+    [[ $WHAT == physical ]] && bench_physical
     out ""
     others_note
     timelines_out ;;
