@@ -228,7 +228,7 @@ build() {
     (cd "$ROOT" && cargo build --release --quiet --bin upkeep --example ingest) >&2
   fi
   [[ -x $UPKEEP ]] || die "no $UPKEEP"
-  [[ -x $INGEST ]] || die "no $INGEST"
+  [[ $WHAT != repo || -x $INGEST ]] || die "no $INGEST"
 }
 
 need() { command -v "$1" >/dev/null || die "$1 is missing: apt-get install -y $2"; }
