@@ -24,6 +24,8 @@
 #   BENCH_FULL_MAX=1024    repo: sizes above this run only upkeep, restic, borg (lz4) and
 #                          zstd -T0 (no gzip -9, no borg zstd,3): enough for the RSS claim
 #   BENCH_VOL_MIB=600      backup/upgrade: MiB of files written into the postgres_backups volume
+#   BENCH_NOISE_MIB=256    physical: MiB of random text (md5 hex) added in a table of its own,
+#                          since pgbench's rows compress about 50:1
 #   BENCH_ROUNDS=1         backup/upgrade: rounds of every measurement (fresh repository and
 #                          instances each); the report gives medians and each round's value
 #   UPKEEP_FIXTURES        where scripts/fixtures.sh put its bundles (default target/fixtures)
@@ -218,7 +220,7 @@ machine() {
   out "- Machine: $(nproc) cores ($(awk -F: '/model name/{print $2; exit}' /proc/cpuinfo | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
   out "- Disk: $fs (virtio block device, rotational flag $rota); Docker root $(docker info --format '{{.DockerRootDir}}' 2>/dev/null) on the same disk"
   out "- Docker Engine $(docker version --format '{{.Server.Version}}' 2>/dev/null), storage driver $(docker info --format '{{.Driver}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /' || docker compose version --short)"
-  out "- Tools: $(restic version | cut -d' ' -f1-2), $(borg --version), $(gzip --version | head -n1), $(zstd --version | sed 's/\*\*\* //; s/, by.*//'), $($PYTHON --version)"
+  out "- Tools: $(restic version | cut -d' ' -f1-2), $(borg --version 2>/dev/null || echo 'no borg'), $(gzip --version | head -n1), $(zstd --version | sed 's/\*\*\* //; s/, by.*//'), $($PYTHON --version)"
   out "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 

@@ -35,10 +35,21 @@ physical_round() {
 # median KEY: the median of the values record() kept for KEY (sizes too).
 median() { tr ' ' '\n' <<< "${R[$1]}" | sort -g | awk '{v[NR]=$1} END{printf "%d", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
+# add_noise MIB: a table of random md5 hex text (about 2:1 compressible), so the
+# repository's growth is not that of pgbench's blank-padded rows alone.
+add_noise() {
+  local rows=$(( $1 * 1048576 / 160 )) pg; pg=$(pg_of "$SRC")
+  [[ $rows -gt 0 ]] || return 0
+  sh_timed fill_noise "docker exec -u postgres $pg psql -X -q -v ON_ERROR_STOP=1 -U $ENVU -d $ENVDB -c \"CREATE TABLE bench_noise AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) AS t FROM generate_series(1, $rows) g; CHECKPOINT\""
+  DB_BYTES=$(psql_in "$pg" "select pg_database_size(current_database())")
+}
+
 bench_physical() {
+  add_noise "${BENCH_NOISE_MIB:-256}"
   out ""
   out "# Physical snapshots of a running server (issue 13, item 2)"
   data_line
+  [[ -z ${T[fill_noise]:-} ]] || out "- Plus table bench_noise: $(psql_in "$(pg_of "$SRC")" "select count(*) from bench_noise") rows of 128 random hex characters (${BENCH_NOISE_MIB:-256} MiB asked, in ${T[fill_noise]} s), included in the database size above."
   run_rounds physical physical_round
   local s1l s1p g2l g2p base dump
   s1l=$(median s1_logical); s1p=$(median s1_physical); g2l=$(median g2_logical); g2p=$(median g2_physical)
