@@ -89,57 +89,45 @@ impl Source {
     }
 }
 
-/// Which copy of the cluster a restore of `m` into `target` uses, and why.
-pub fn source(engine: &Engine, m: &Manifest, target: &Target) -> Result<(Source, String)> {
-    let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
-        return Ok((Source::None, String::new()));
+/// Which copy of the cluster a restore of `m` into `target`, whose release
+/// runs Postgres `target_major`, uses, and why.
+pub fn source(m: &Manifest, target: &Target, target_major: Option<u32>) -> (Source, String) {
+    let (Some(pg), Some(target_major)) = (&m.postgres, target_major) else {
+        return (Source::None, String::new());
     };
     let has_dump = m.item(ItemKind::PostgresDump).is_some();
     if m.item(ItemKind::PostgresBase).is_none() {
-        let why = if has_dump {
-            format!("the snapshot holds Postgres {}'s logical dump", pg.major)
+        return if has_dump {
+            let why = format!("the snapshot holds Postgres {}'s logical dump", pg.major);
+            (Source::Dump, why)
         } else {
-            format!(
+            let why = format!(
                 "the snapshot holds Postgres {}'s data folder, copied with the server stopped",
                 pg.major
-            )
+            );
+            (Source::Files, why)
         };
-        let source = if has_dump {
-            Source::Dump
-        } else {
-            Source::Files
-        };
-        return Ok((source, why));
     }
-    if target.postgres_data_bind().is_some() {
-        return Ok((
-            Source::Dump,
-            format!(
-                "release {} keeps Postgres's data in a folder of the instance, not a volume: \
-                 the logical dump is restored",
-                target.rec.release
-            ),
-        ));
-    }
-    let image = target.helper_image(Some(&tpg.service))?;
-    let target_major = postgres::image_major(engine, &image)?;
-    if target_major != pg.major {
-        return Ok((
-            Source::Dump,
-            format!(
-                "the physical copy is Postgres {} and release {} runs Postgres {target_major}: \
-                 across majors the logical dump is restored",
-                pg.major, target.rec.release
-            ),
-        ));
-    }
-    Ok((
-        Source::Base,
+    let why = if target.postgres_data_bind().is_some() {
         format!(
+            "release {} keeps Postgres's data in a folder of the instance, not a volume: the \
+             logical dump is restored",
+            target.rec.release
+        )
+    } else if target_major != pg.major {
+        format!(
+            "the physical copy is Postgres {} and release {} runs Postgres {target_major}: \
+             across majors the logical dump is restored",
+            pg.major, target.rec.release
+        )
+    } else {
+        let why = format!(
             "Postgres {target_major} on both sides: the physical copy (pg_basebackup) is written \
              into the data volume and the server replays its WAL when it starts, no dump is loaded"
-        ),
-    ))
+        );
+        return (Source::Base, why);
+    };
+    (Source::Dump, why)
 }
 
 /// Writes the base backup into the target's (fresh) data volume, with its

@@ -77,7 +77,7 @@ pub fn plan(
     opts: &RestoreOptions,
 ) -> Result<Vec<String>> {
     let (id, m) = manifest(repo, snapshot)?;
-    let (rec, target) = checked_target(site, engine, &m, opts)?;
+    let (rec, target, target_major) = checked_target(site, engine, &m, opts)?;
     let mut steps = Vec::new();
     let leftovers = leftover_volumes(site, engine, &rec)?;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
@@ -115,7 +115,7 @@ pub fn plan(
             durable::human_bytes(item.size)
         ));
     }
-    let (source, why) = physical::source(engine, &m, &target)?;
+    let (source, why) = physical::source(&m, &target, target_major);
     if source == Source::Base {
         steps.push(format!(
             "write Postgres's physical copy into its data volume ({why})"
@@ -144,13 +144,14 @@ pub fn plan(
     Ok(steps)
 }
 
-/// The instance a restore would write, refused if it cannot hold `m`.
+/// The instance a restore would write, refused if it cannot hold `m`,
+/// with the Postgres major its release runs.
 fn checked_target(
     site: &Site,
     engine: &Engine,
     m: &Manifest,
     opts: &RestoreOptions,
-) -> Result<(InstanceRecord, Target)> {
+) -> Result<(InstanceRecord, Target, Option<u32>)> {
     let rec = instance::prepare(
         site,
         &opts.into,
@@ -158,8 +159,8 @@ fn checked_target(
         &opts.external_volumes,
     )?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, m, &target, opts.force)?;
-    Ok((rec, target))
+    let target_major = check(engine, m, &target, opts.force)?;
+    Ok((rec, target, target_major))
 }
 
 fn refuse_existing(
@@ -201,8 +202,9 @@ fn leftover_volumes(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Resul
     Ok(out)
 }
 
-/// Refuses a snapshot the target release cannot hold.
-fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<()> {
+/// Refuses a snapshot the target release cannot hold. Returns the Postgres
+/// major of the release, when both it and the snapshot have Postgres.
+fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<Option<u32>> {
     m.profile.fits(&target.profile)?;
     for (key, name) in target.shared_external_volumes() {
         if !force && engine.volume(&name)?.is_some() {
@@ -219,7 +221,7 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
         }
     }
     let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
-        return Ok(());
+        return Ok(None);
     };
     let image = target.helper_image(Some(&tpg.service))?;
     let target_major = postgres::image_major(engine, &image)?;
@@ -243,7 +245,7 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
             pg.major
         );
     }
-    Ok(())
+    Ok(Some(target_major))
 }
 
 /// Streams `item` of `snapshot` into `consume` through a pipe (the
@@ -295,7 +297,7 @@ pub fn restore(
         .map(Ok)
         .unwrap_or_else(|| instance::default_name(&opts.into))?;
     clear_interrupted(site, lock, engine, compose, &name_hint)?;
-    let (rec, target) = checked_target(site, engine, &m, opts)?;
+    let (rec, target, target_major) = checked_target(site, engine, &m, opts)?;
 
     crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
     let mut safety_snapshot = None;
@@ -337,7 +339,7 @@ pub fn restore(
     if !home_existed {
         tracing::info!("created instance home {}", rec.home.display());
     }
-    let (source, why) = physical::source(engine, &m, &target)?;
+    let (source, why) = physical::source(&m, &target, target_major);
     tracing::info!(
         "Postgres from the {} copy: {why}",
         source.word().unwrap_or("no")
