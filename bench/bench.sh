@@ -5,6 +5,7 @@
 #   bench/bench.sh backup [SCALE]         upkeep backup/restore vs the seed page's commands
 #   bench/bench.sh upgrade [SCALE]        upkeep upgrade downtime vs raw copy / dump+restore by hand
 #   bench/bench.sh backup,upgrade [SCALE] both on one pgbench fill (saves the fill)
+#   bench/bench.sh physical [SCALE]       backup --physical vs logical: time, growth, restore
 #
 # Each contender and its baselines run in this process tree, on the same data,
 # one after the other in one run. Wall time: `date +%s.%N`; peak RSS:
@@ -23,6 +24,8 @@
 #   BENCH_FULL_MAX=1024    repo: sizes above this run only upkeep, restic, borg (lz4) and
 #                          zstd -T0 (no gzip -9, no borg zstd,3): enough for the RSS claim
 #   BENCH_VOL_MIB=600      backup/upgrade: MiB of files written into the postgres_backups volume
+#   BENCH_NOISE_MIB=256    physical: MiB of random text (md5 hex) added in a table of its own,
+#                          since pgbench's rows compress about 50:1
 #   BENCH_ROUNDS=1         backup/upgrade: rounds of every measurement (fresh repository and
 #                          instances each); the report gives medians and each round's value
 #   UPKEEP_FIXTURES        where scripts/fixtures.sh put its bundles (default target/fixtures)
@@ -37,8 +40,8 @@ CMDLINE="bench/bench.sh${*:+ $*}"
 WHAT=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$WHAT" in
-  repo|backup|upgrade|backup,upgrade|upgrade,backup) ;;
-  *) sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  repo|backup|upgrade|backup,upgrade|upgrade,backup|physical) ;;
+  *) sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 P="bench$$"                       # prefix of every compose project, volume, container
@@ -217,7 +220,7 @@ machine() {
   out "- Machine: $(nproc) cores ($(awk -F: '/model name/{print $2; exit}' /proc/cpuinfo | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
   out "- Disk: $fs (virtio block device, rotational flag $rota); Docker root $(docker info --format '{{.DockerRootDir}}' 2>/dev/null) on the same disk"
   out "- Docker Engine $(docker version --format '{{.Server.Version}}' 2>/dev/null), storage driver $(docker info --format '{{.Driver}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /' || docker compose version --short)"
-  out "- Tools: $(restic version | cut -d' ' -f1-2), $(borg --version), $(gzip --version | head -n1), $(zstd --version | sed 's/\*\*\* //; s/, by.*//'), $($PYTHON --version)"
+  out "- Tools: $(restic version | cut -d' ' -f1-2), $(borg --version 2>/dev/null || echo 'no borg'), $(gzip --version | head -n1), $(zstd --version | sed 's/\*\*\* //; s/, by.*//'), $($PYTHON --version)"
   out "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
@@ -227,21 +230,23 @@ build() {
     (cd "$ROOT" && cargo build --release --quiet --bin upkeep --example ingest) >&2
   fi
   [[ -x $UPKEEP ]] || die "no $UPKEEP"
-  [[ -x $INGEST ]] || die "no $INGEST"
+  [[ $WHAT != repo || -x $INGEST ]] || die "no $INGEST"
 }
 
 need() { command -v "$1" >/dev/null || die "$1 is missing: apt-get install -y $2"; }
 # Installs the Debian packages the harness uses when missing (as root), then checks.
 need_tools() {
   local pkgs=() p
-  for p in restic borgbackup zstd time jq; do
+  local want=(restic zstd time jq)
+  [[ $WHAT == repo ]] && want+=(borgbackup)
+  for p in "${want[@]}"; do
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ] || pkgs+=("$p")
   done
   if [[ ${#pkgs[@]} -gt 0 && $(id -u) -eq 0 ]]; then
     log "installing ${pkgs[*]}"
     apt-get -q update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2
   fi
-  need restic restic; need borg borgbackup; need gzip gzip; need zstd zstd; need jq jq
+  need restic restic; [[ $WHAT != repo ]] || need borg borgbackup; need gzip gzip; need zstd zstd; need jq jq
   [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing: apt-get install -y time"
 }
 
@@ -614,6 +619,10 @@ bench_upgrade() {
   out "Not in the by-hand numbers: stopping the instance (\`upkeep stop\`: ${T[raw_stop]} s), starting it (\`upkeep up\` of the stopped instance: ${T[raw_start]} s; of a fresh v2.0.0 instance: ${T[hand_up]} s), copying \`postgres_backups\` in the dump case. The whole \`upkeep upgrade\` command also takes the safety snapshot (before the downtime). \`upkeep rollback\` after the copy upgrade: ${T[rollback]} s."
 }
 
+# ================================================================= physical (issue 13)
+# shellcheck source=bench/physical.sh
+source "$ROOT/bench/physical.sh"
+
 # ================================================================= main
 need_tools
 need jq jq
@@ -624,16 +633,17 @@ out "\`\`\`"
 case "$WHAT" in
   repo)
     bench_repo "$@" ;;
-  backup|upgrade|backup,upgrade|upgrade,backup)
+  backup|upgrade|backup,upgrade|upgrade,backup|physical)
     SCALE=${1:-70}
     out "# Instance benchmarks: $WHAT, pgbench scale $SCALE"
     machine; MACHINE_DONE=1
     start_monitor
     if [[ $WHAT == upgrade ]]; then setup_instance v1.0.0 v1.1.0 v2.0.0
-    elif [[ $WHAT == backup ]]; then setup_instance v1.0.0
+    elif [[ $WHAT == backup || $WHAT == physical ]]; then setup_instance v1.0.0
     else setup_instance v1.0.0 v1.1.0 v2.0.0; fi
     [[ $WHAT == *backup* ]] && bench_backup
     [[ $WHAT == *upgrade* ]] && bench_upgrade
+    [[ $WHAT == physical ]] && bench_physical
     out ""
     others_note
     timelines_out ;;

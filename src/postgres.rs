@@ -14,7 +14,9 @@ use crate::docker::{Engine, ExecReader, ExecSession, ExecSpec};
 use crate::profile::PostgresProfile;
 
 mod databases;
+mod physical;
 pub use databases::{Database, Grant, Setting};
+pub use physical::{explain_refusal, with_root_entry};
 
 /// A running Postgres server and how to log in to it.
 #[derive(Debug, Clone)]

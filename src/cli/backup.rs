@@ -29,7 +29,8 @@ pub struct BackupArgs {
     /// Copy volumes without stopping the services that use them.
     #[arg(long)]
     pub online: bool,
-    /// Also copy the Postgres data volume, with Postgres stopped.
+    /// Also stream a physical copy of the running Postgres (pg_basebackup,
+    /// online); a restore into the same major uses it instead of the dumps.
     #[arg(long)]
     pub physical: bool,
     /// Print what would be done, and do nothing.
@@ -153,6 +154,9 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
             report.instance.release,
             report.instance.state
         );
+        if let Some(from) = report.postgres_from {
+            text += &format!("\nPostgres restored from the snapshot's {from} copy");
+        }
         if report.tables_verified > 0 {
             text += &format!(
                 "\nrow counts of {} tables match the snapshot",

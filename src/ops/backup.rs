@@ -1,14 +1,14 @@
 //! `upkeep backup`: one snapshot of an instance — config files, the edited
 //! vendor compose file if any, Postgres (logical dump of the running server,
-//! or its data volume when stopped), every other named volume, and a
-//! manifest. Everything streams from the engine into the repository.
+//! with `--physical` also its `pg_basebackup`, or its data volume when
+//! stopped), every other named volume, and a manifest. Everything streams from the engine into the repository.
 
 use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{services, Ctx, Target};
+use super::{physical, services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
 use crate::postgres::{Database, Server};
@@ -24,7 +24,7 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// Copy volumes without stopping the services that use them.
     pub online: bool,
-    /// Also copy the Postgres data volume, with Postgres stopped.
+    /// Also stream a physical copy of the running Postgres (`pg_basebackup`).
     pub physical: bool,
 }
 
@@ -48,7 +48,8 @@ struct Plan {
     postgres_container: Option<String>,
     /// What to copy as files, with the services to stop meanwhile.
     copies: Vec<(Data, Vec<String>)>,
-    physical_pg: bool,
+    /// Stream `pg_basebackup` of the running server after its dumps.
+    base_backup: bool,
 }
 
 /// Data copied as files: a named volume (owned or external) by its key,
@@ -101,8 +102,20 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
             ),
             stops: vec![],
         });
+        if opts.physical {
+            steps.push(Step {
+                what: format!(
+                    "stream a physical copy of Postgres (service {}) with pg_basebackup -Ft -X fetch \
+                     (its WAL included: self-consistent), online",
+                    pg.service
+                ),
+                stops: vec![],
+            });
+        }
     }
-    let physical_pg = pg.is_some() && (opts.physical || postgres_container.is_none());
+    let base_backup = opts.physical && postgres_container.is_some();
+    // A stopped server's data folder is copied as files instead.
+    let physical_pg = pg.is_some() && postgres_container.is_none();
     let stops_for = |services: Vec<String>, passive: bool, is_pg_data: bool| -> Vec<String> {
         if (opts.online || passive) && !is_pg_data {
             vec![]
@@ -178,7 +191,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         steps,
         postgres_container,
         copies,
-        physical_pg,
+        base_backup,
     })
 }
 
@@ -238,7 +251,7 @@ pub fn dry_run(
 
 /// Adds one stream to the snapshot and records it as a manifest item.
 /// Several threads may add streams to one snapshot at once.
-fn add(
+pub(super) fn add(
     writer: &SnapshotWriter<'_>,
     stream: String,
     kind: ItemKind,
@@ -383,11 +396,17 @@ fn capture_postgres(
             row_counts: Default::default(),
             changed_during_backup: Vec::new(),
             databases: Vec::new(),
+            base_row_counts: None,
         };
         return Ok((Some(item), Vec::new()));
     };
     let server = Server::from_container(engine, container, pg)?;
     let facts = server.facts(engine)?;
+    let before_base = if plan.base_backup {
+        Some(physical::prepare(engine, &server)?)
+    } else {
+        None
+    };
     let globals = add(
         writer,
         snapshot::GLOBALS_STREAM.into(),
@@ -409,13 +428,19 @@ fn capture_postgres(
             row_counts,
         });
     }
+    let mut base_row_counts = None;
+    if let Some(before) = &before_base {
+        let (base, counts) = physical::capture(engine, writer, &server, before, &databases)?;
+        items.push(base);
+        base_row_counts = counts;
+    }
     let item = PostgresItem {
         service: pg.service.clone(),
         major: facts.major,
         version: facts.version,
         database: server.database.clone(),
         user: server.user.clone(),
-        mode: if plan.physical_pg {
+        mode: if plan.base_backup {
             "logical+physical"
         } else {
             "logical"
@@ -428,6 +453,7 @@ fn capture_postgres(
             .unwrap_or_default(),
         changed_during_backup: Vec::new(),
         databases,
+        base_row_counts,
     };
     Ok((Some(item), items))
 }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod binds;
 pub mod bulk_load;
 pub mod carry;
+pub mod physical;
 pub mod pipe;
 pub mod repository;
 pub mod restore;

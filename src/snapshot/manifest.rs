@@ -42,7 +42,8 @@ pub struct PostgresItem {
     /// The database the instance's environment names (`POSTGRES_DB`).
     pub database: String,
     pub user: String,
-    /// `logical` (pg_dump) or `physical` (data volume copied, server stopped).
+    /// `logical` (pg_dump), `physical` (data volume copied, server
+    /// stopped) or `logical+physical` (pg_dump and pg_basebackup, online).
     pub mode: String,
     /// Exact row counts of `database`'s tables, as its dump holds them.
     /// Kept beside `databases` so that a release that knows only one
@@ -58,6 +59,12 @@ pub struct PostgresItem {
     /// counts are not verified on restore). Now always empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_during_backup: Vec<String>,
+    /// Row counts of every database (keyed as `postgres::cluster_key`)
+    /// that hold for the physical copy: those of the dumps, when no
+    /// transaction wrote between them and the end of `pg_basebackup`.
+    /// `None`: something wrote meanwhile, or there is no physical copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_row_counts: Option<RowCounts>,
 }
 
 /// One database's dump.
@@ -106,6 +113,8 @@ pub enum ItemKind {
     Volume,
     PostgresDump,
     PostgresGlobals,
+    /// The running server's data folder, as `pg_basebackup` streams it.
+    PostgresBase,
     /// A folder or file under the instance's home that services mount.
     Bind,
 }

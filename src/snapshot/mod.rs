@@ -11,6 +11,8 @@ pub use manifest::{DatabaseItem, ImageRef, Item, ItemKind, Manifest, PostgresIte
 pub const CONFIG_STREAM: &str = "config.tar";
 pub const COMPOSE_STREAM: &str = "compose/docker-compose.yml";
 pub const GLOBALS_STREAM: &str = "postgres/globals.sql";
+/// The running server's physical copy (`pg_basebackup -Ft -X fetch`).
+pub const BASE_STREAM: &str = "postgres/base.tar";
 
 /// A database's dump. Names are the database's, with bytes other than
 /// letters, digits, `_`, `-` and `.` written `%XX`: a name may hold `/`.

@@ -2,25 +2,31 @@
 //! new instance of a release (on this host or another), or into an existing
 //! one with `--force` after a safety snapshot. Config is written exactly,
 //! volumes are recreated with compose's labels, Postgres is started for a
-//! bulk load (`ops::bulk_load`) and `pg_restore`d, then everything starts
-//! and row counts are checked against the manifest meanwhile. A journal marks a restore in progress: if it dies, the next
-//! restore into the same name clears what the dead one created and retries.
+//! bulk load (`ops::bulk_load`) and `pg_restore`d, or, into the same major,
+//! gets its physical copy (`ops::physical`); then everything starts and row
+//! counts are checked against the manifest meanwhile. A journal marks a
+//! restore in progress: if it dies, the next restore into the same name
+//! clears what the dead one created and retries.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+mod journal;
+
+use journal::{clear_interrupted, journal_path, remove_instance, Journal};
 
 use super::backup::{self, BackupOptions};
+use super::physical::{self, Source};
 use super::pipe::{pipe, Draining};
 use super::{Ctx, Target};
-use crate::compose::Compose;
 use crate::docker::Engine;
 use crate::durable::{self, DigestingWriter};
 use crate::instance::{self, InstanceRecord, InstanceStatus};
 use crate::postgres;
 use crate::repo::Repository;
-use crate::site::{now_rfc3339, Site, SiteLock};
+use crate::site::{now_rfc3339, Site};
 use crate::snapshot::{self, Item, ItemKind, Manifest};
 use crate::timeline::{Phase, Timeline};
 
@@ -43,28 +49,12 @@ pub struct RestoreReport {
     /// Tables written to while the backup ran: their counts cannot be checked.
     pub tables_unverified: Vec<String>,
     pub safety_snapshot: Option<String>,
+    /// `logical` (the dumps were loaded) or `physical` (the data folder
+    /// was written as backed up); absent without Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_from: Option<&'static str>,
     /// Where the time went (phases may overlap).
     pub timeline: Vec<Phase>,
-}
-
-/// Marks a restore in progress (`.upkeep/journals/NAME.restore.json`) and
-/// what it created, so that clearing it after a crash removes nothing else.
-#[derive(Debug, Serialize, Deserialize)]
-struct Journal {
-    snapshot: String,
-    started: String,
-    /// Volumes this restore created (written before it creates them);
-    /// `None` in a journal of an upkeep that did not record them.
-    #[serde(default)]
-    created_volumes: Option<Vec<String>>,
-    /// The instance's containers were started: from then on it is an
-    /// instance like any other, whose data only `--force` replaces.
-    #[serde(default)]
-    instance_started: bool,
-}
-
-fn journal_path(site: &Site, name: &str) -> std::path::PathBuf {
-    site.journals_dir().join(format!("{name}.restore.json"))
 }
 
 /// The manifest of `snapshot`, or why it cannot be restored.
@@ -90,7 +80,7 @@ pub fn plan(
     opts: &RestoreOptions,
 ) -> Result<Vec<String>> {
     let (id, m) = manifest(repo, snapshot)?;
-    let (rec, target) = checked_target(site, engine, &m, opts)?;
+    let (rec, target, target_major) = checked_target(site, engine, &m, opts)?;
     let mut steps = Vec::new();
     let leftovers = leftover_volumes(site, engine, &rec)?;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
@@ -128,7 +118,13 @@ pub fn plan(
             durable::human_bytes(item.size)
         ));
     }
-    if let Some(pg) = &m.postgres {
+    let (source, why) = physical::source(&m, &target, target_major);
+    if source == Source::Base {
+        steps.push(format!(
+            "write Postgres's physical copy into its data volume ({why})"
+        ));
+    }
+    if let Some(pg) = m.postgres.as_ref().filter(|_| source == Source::Dump) {
         let databases: Vec<String> = pg
             .databases(&m)
             .iter()
@@ -138,10 +134,9 @@ pub fn plan(
             steps.push(format!(
                 "start {} for a bulk load (WAL minimal, in a stand-in container), restore its roles \
                  and pg_restore each database ({}) with its properties, in one transaction each \
-                 (Postgres {} dump)",
+                 ({why})",
                 pg.service,
                 databases.join(", "),
-                pg.major
             ));
         }
     }
@@ -152,13 +147,14 @@ pub fn plan(
     Ok(steps)
 }
 
-/// The instance a restore would write, refused if it cannot hold `m`.
+/// The instance a restore would write, refused if it cannot hold `m`,
+/// with the Postgres major its release runs.
 fn checked_target(
     site: &Site,
     engine: &Engine,
     m: &Manifest,
     opts: &RestoreOptions,
-) -> Result<(InstanceRecord, Target)> {
+) -> Result<(InstanceRecord, Target, Option<u32>)> {
     let rec = instance::prepare(
         site,
         &opts.into,
@@ -166,8 +162,8 @@ fn checked_target(
         &opts.external_volumes,
     )?;
     let target = Target::load(site, rec.clone())?;
-    check(engine, m, &target, opts.force)?;
-    Ok((rec, target))
+    let target_major = check(engine, m, &target, opts.force)?;
+    Ok((rec, target, target_major))
 }
 
 fn refuse_existing(
@@ -209,8 +205,9 @@ fn leftover_volumes(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Resul
     Ok(out)
 }
 
-/// Refuses a snapshot the target release cannot hold.
-fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<()> {
+/// Refuses a snapshot the target release cannot hold. Returns the Postgres
+/// major of the release, when both it and the snapshot have Postgres.
+fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<Option<u32>> {
     m.profile.fits(&target.profile)?;
     for (key, name) in target.shared_external_volumes() {
         if !force && engine.volume(&name)?.is_some() {
@@ -227,7 +224,7 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
         }
     }
     let (Some(pg), Some(tpg)) = (&m.postgres, &target.profile.postgres) else {
-        return Ok(());
+        return Ok(None);
     };
     let image = target.helper_image(Some(&tpg.service))?;
     let target_major = postgres::image_major(engine, &image)?;
@@ -251,13 +248,13 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
             pg.major
         );
     }
-    Ok(())
+    Ok(Some(target_major))
 }
 
 /// Streams `item` of `snapshot` into `consume` through a pipe (the
 /// repository writes on a second thread), checking size and digest
 /// against the manifest once both sides are done.
-fn with_item<T>(
+pub(super) fn with_item<T>(
     repo: &Repository,
     snapshot: &str,
     item: &Item,
@@ -303,13 +300,13 @@ pub fn restore(
         .clone()
         .map(Ok)
         .unwrap_or_else(|| instance::default_name(&opts.into))?;
-    let (rec, target, leftovers) =
+    let (rec, target, target_major, leftovers) =
         timeline.phase("checks (release, ownership, leftovers)", || {
             clear_interrupted(site, lock, engine, compose, &name_hint)?;
-            let (rec, target) = checked_target(site, engine, &m, opts)?;
+            let (rec, target, target_major) = checked_target(site, engine, &m, opts)?;
             crate::ownership::Guard::new(site, engine)?.check_instance(&rec)?;
             let leftovers = leftover_volumes(site, engine, &rec)?;
-            anyhow::Ok((rec, target, leftovers))
+            anyhow::Ok((rec, target, target_major, leftovers))
         })?;
     let mut safety_snapshot = None;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
@@ -357,9 +354,14 @@ pub fn restore(
     if !home_existed {
         tracing::info!("created instance home {}", rec.home.display());
     }
-    let has_dump = m.item(ItemKind::PostgresDump).is_some();
+    let (source, why) = physical::source(&m, &target, target_major);
+    tracing::info!(
+        "Postgres from the {} copy: {why}",
+        source.word().unwrap_or("no")
+    );
+    let has_dump = source == Source::Dump;
     create_external_volumes(engine, &target)?;
-    let (early, alongside) = volume_order(&m, &target, has_dump);
+    let (early, alongside) = volume_order(&m, &target, source.skips_data_files());
     // Volumes Postgres does not read are filled while the containers are
     // created and Postgres restores.
     let t = &timeline;
@@ -380,8 +382,14 @@ pub fn restore(
             })
             .and_then(|()| {
                 t.phase("write bind-mounted data", || {
-                    write_binds(cx, repo, &id, &m, &target, has_dump)
+                    write_binds(cx, repo, &id, &m, &target, source.skips_data_files())
                 })
+            })
+            .and_then(|()| match source {
+                Source::Base => t.phase("write the physical copy into the data volume", || {
+                    physical::write_base(cx, repo, &id, &m, &target)
+                }),
+                _ => Ok(()),
             })
             .and_then(|()| {
                 created.join().expect("compose thread panicked")?;
@@ -397,18 +405,23 @@ pub fn restore(
     })?;
     journal.instance_started = true;
     durable::write_json(&journal_path(site, &rec.name), &journal)?;
+    let (expected, mut tables_unverified) = match source {
+        Source::Base => physical::expected(&m),
+        _ => (expected, Vec::new()),
+    };
+    let count = source.skips_data_files() && m.postgres.is_some();
     let counts = timeline.phase("start the instance ∥ count rows", || {
-        target.start_counting(cx, has_dump && m.postgres.is_some(), opts.timeout)
+        target.start_counting(cx, count, opts.timeout)
     })?;
     let tables_verified = match counts {
         Some(counts) => verify_counts(&expected, &counts)?,
         None => 0,
     };
-    let tables_unverified = m
-        .postgres
-        .as_ref()
-        .map(|p| p.changed_during_backup.clone())
-        .unwrap_or_default();
+    tables_unverified.extend(
+        m.postgres
+            .iter()
+            .flat_map(|p| p.changed_during_backup.iter().cloned()),
+    );
     let status = timeline.phase("wait until every container is ready", || {
         instance::wait_ready(site, engine, &rec, opts.timeout)
     })?;
@@ -420,23 +433,24 @@ pub fn restore(
         tables_verified,
         tables_unverified,
         safety_snapshot,
+        postgres_from: source.word(),
         timeline: timeline.phases(),
     })
 }
 
 /// The snapshot's volume items to restore, split into those to write before
 /// Postgres starts (it mounts them) and those to write while it restores.
-/// The Postgres data volume is skipped when there is a dump: the dump is the
-/// source of truth and a fresh server is initialised.
+/// The Postgres data volume's files are skipped when the cluster comes from
+/// a dump (a fresh server is initialised) or from its physical copy.
 fn volume_order<'m>(
     m: &'m Manifest,
     target: &Target,
-    has_dump: bool,
+    skip_pg_data: bool,
 ) -> (Vec<&'m Item>, Vec<&'m Item>) {
     let pg = target.profile.postgres.as_ref();
     let items = m.volumes().filter(|item| {
         let key = item.volume.as_deref().unwrap_or_default();
-        !(has_dump && pg.is_some_and(|p| p.data_volume == key))
+        !(skip_pg_data && pg.is_some_and(|p| p.data_volume == key))
     });
     items.partition(|item| {
         let key = item.volume.as_deref().unwrap_or_default();
@@ -466,20 +480,20 @@ fn create_external_volumes(engine: &Engine, target: &Target) -> Result<()> {
 /// Writes the snapshot's folders and files under the home into the
 /// target's home, through the engine (owners and modes as backed up), before
 /// the services that mount them start. The Postgres data folder is left
-/// out when there is a dump, as its volume would be.
+/// out when the cluster comes from elsewhere, as its volume would be.
 fn write_binds(
     cx: &Ctx,
     repo: &Repository,
     snapshot: &str,
     m: &Manifest,
     target: &Target,
-    has_dump: bool,
+    skip_pg_data: bool,
 ) -> Result<()> {
     let pg_bind = target.postgres_data_bind();
     let mounted = target.data_binds();
     for item in m.binds() {
         let path = item.path.clone().unwrap_or_default();
-        if has_dump && pg_bind.as_deref() == Some(path.as_str()) {
+        if skip_pg_data && pg_bind.as_deref() == Some(path.as_str()) {
             continue;
         }
         if !mounted.iter().any(|b| b.path == path) {
@@ -588,71 +602,6 @@ fn verify_counts(expected: &postgres::RowCounts, got: &postgres::RowCounts) -> R
         }
     }
     Ok(expected.len())
-}
-
-/// Containers, volumes and record of an instance, for a forced replace
-/// (after its safety snapshot) or to undo what an interrupted restore made.
-fn remove_instance(
-    site: &Site,
-    lock: &SiteLock,
-    engine: &Engine,
-    compose: &Compose,
-    rec: &InstanceRecord,
-) -> Result<()> {
-    if instance::exists(site, &rec.name) {
-        instance::down(site, lock, engine, compose, rec)?;
-    }
-    let guard = crate::ownership::Guard::new(site, engine)?;
-    for volume in rec.volumes.values() {
-        guard.check_volume(volume, &rec.name)?;
-        engine.remove_volume(volume)?;
-    }
-    instance::remove_record(site, lock, &rec.name)
-}
-
-/// If a restore into `name` died before its instance started, removes what
-/// it created (it held only the snapshot's data, still in the repository).
-/// One whose instance started (it timed out later, or someone ran it since)
-/// is an instance like any other: its journal is dropped and the restore
-/// goes on to the existing-instance check (`--force` and a safety snapshot).
-fn clear_interrupted(
-    site: &Site,
-    lock: &SiteLock,
-    engine: &Engine,
-    compose: &Compose,
-    name: &str,
-) -> Result<()> {
-    let path = journal_path(site, name);
-    let Some(j) = durable::read_json::<Journal>(&path)? else {
-        return Ok(());
-    };
-    let short = &j.snapshot[..8.min(j.snapshot.len())];
-    let has_run = engine
-        .project_containers(name)?
-        .iter()
-        .any(|c| c.state != "created");
-    let created = match (&j.created_volumes, j.instance_started || has_run) {
-        (Some(created), false) => created.clone(),
-        _ => {
-            tracing::warn!(
-                "a restore of snapshot {short} into {name} started {} did not finish, but {name} has run since (or the restore predates upkeep's record of what it created): it is kept as it is",
-                j.started
-            );
-            std::fs::remove_file(&path).ok();
-            return Ok(());
-        }
-    };
-    tracing::warn!(
-        "a restore of snapshot {short} into {name} started {} was interrupted; removing what it created ({}) and starting again",
-        j.started,
-        created.join(", ")
-    );
-    if let Ok(mut rec) = instance::load(site, name) {
-        rec.volumes.retain(|_, v| created.contains(v));
-        remove_instance(site, lock, engine, compose, &rec)?;
-    }
-    std::fs::remove_file(&path).ok();
-    Ok(())
 }
 
 #[cfg(test)]

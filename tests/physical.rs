@@ -1,0 +1,181 @@
+//! Issue 13, item 2: `backup --physical` streams `pg_basebackup` of the
+//! running server into the snapshot beside the dumps, and a restore into
+//! the same Postgres major writes that copy instead of loading the dumps.
+//! Real engine, real compose, real Postgres.
+
+mod common;
+
+use common::*;
+
+/// What `populate` made, as digests: the app's table, the second
+/// database's table and the large object's bytes.
+fn cluster_state(project: &str) -> Vec<String> {
+    vec![
+        table_digest(project, "items"),
+        psql_in(
+            project,
+            "analytics",
+            "SELECT count(*) || ':' || md5(string_agg(e::text, '|' ORDER BY e.id)) FROM events e",
+        ),
+        psql(
+            project,
+            "SELECT count(*) || ':' || md5(string_agg(md5(lo_get(oid)), '|' ORDER BY oid)) \
+             FROM pg_largeobject_metadata",
+        ),
+    ]
+}
+
+fn populate(project: &str) {
+    psql(
+        project,
+        "CREATE TABLE items(id serial primary key, name text); \
+         INSERT INTO items(name) SELECT 'item ' || g FROM generate_series(1, 4000) g; \
+         SELECT lo_from_bytea(0, convert_to(repeat('large object ', 700), 'UTF8'))",
+    );
+    psql(project, "CREATE DATABASE analytics");
+    psql_in(
+        project,
+        "analytics",
+        "CREATE TABLE events(id bigint primary key, kind text); \
+         INSERT INTO events SELECT g, 'kind ' || (g % 7) FROM generate_series(1, 6000) g",
+    );
+}
+
+#[test]
+fn a_running_server_is_backed_up_physically_and_restored_from_that_copy() {
+    let site = TestSite::new();
+    let (src, copy, cross) = (unique("pbsrc"), unique("pbcopy"), unique("pbx"));
+    for p in [&src, &copy, &cross] {
+        site.track(p);
+    }
+    site.install(&["v1.0.0", "v2.0.0"]);
+    site.ok(&["up", "v1.0.0", "--as", &src]);
+    populate(&src);
+    let state = cluster_state(&src);
+    let postgres = container(&src, "postgres");
+
+    let plan = site.ok(&["backup", &src, "--physical", "--dry-run"]);
+    assert!(
+        plan.contains("pg_basebackup") && plan.contains("online"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains(&format!("copy volume {src}_postgres_data")),
+        "the data volume is not copied as files while Postgres runs: {plan}"
+    );
+    let report = site.json(&["backup", &src, "--physical"]);
+    assert_eq!(
+        container(&src, "postgres"),
+        postgres,
+        "Postgres kept running (same container)"
+    );
+    assert_eq!(
+        psql(
+            &src,
+            "SELECT now() - pg_postmaster_start_time() > interval '0'"
+        ),
+        "t"
+    );
+    let m = &report["manifest"];
+    let kinds: Vec<&str> = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"postgres_base"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"postgres_dump"),
+        "the dumps stay: {kinds:?}"
+    );
+    assert_eq!(m["postgres"]["mode"], "logical+physical");
+    assert_eq!(
+        m["postgres"]["base_row_counts"]["analytics/public.events"], 6000,
+        "nothing wrote during the backup: the counts hold for the physical copy"
+    );
+    let snapshot = report["snapshot"]["id"].as_str().unwrap().to_string();
+
+    let plan = site.ok(&[
+        "restore",
+        &snapshot,
+        "--into",
+        "v1.0.0",
+        "--as",
+        &copy,
+        "--dry-run",
+    ]);
+    assert!(plan.contains("physical copy"), "{plan}");
+    assert!(!plan.contains("pg_restore"), "no dump is loaded: {plan}");
+    let restored = site.json(&["restore", &snapshot, "--into", "v1.0.0", "--as", &copy]);
+    assert_eq!(restored["postgres_from"], "physical", "{restored}");
+    assert!(
+        restored["tables_verified"].as_u64().unwrap() >= 2,
+        "{restored}"
+    );
+    assert_eq!(cluster_state(&copy), state);
+
+    let plan = site.ok(&[
+        "restore",
+        &snapshot,
+        "--into",
+        "v2.0.0",
+        "--as",
+        &cross,
+        "--dry-run",
+    ]);
+    assert!(
+        plan.contains("across majors the logical dump is restored") && plan.contains("pg_restore"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn refused_replication_and_extra_tablespaces_are_explained() {
+    let site = TestSite::new();
+    let src = unique("pbts");
+    site.track(&src);
+    site.install(&["v1.0.0"]);
+    site.ok(&["up", "v1.0.0", "--as", &src]);
+    let postgres = container(&src, "postgres");
+    let hba = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &postgres])
+        .args(["sh", "-c", "cp \"$PGDATA/pg_hba.conf\" /tmp/hba && sed -i '/replication/d' \"$PGDATA/pg_hba.conf\""])
+        .status()
+        .unwrap();
+    assert!(hba.success());
+    psql(&src, "SELECT pg_reload_conf()");
+    let err = site.fails(&["backup", &src, "--physical"]);
+    assert!(
+        err.contains(&format!("add the line `local replication {PG_USER} trust`")),
+        "{err}"
+    );
+    let back = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &postgres])
+        .args(["sh", "-c", "cp /tmp/hba \"$PGDATA/pg_hba.conf\""])
+        .status()
+        .unwrap();
+    assert!(back.success());
+    psql(&src, "SELECT pg_reload_conf()");
+    let made = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &postgres])
+        .args(["mkdir", "-p", "/var/lib/postgresql/extra"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    psql(
+        &src,
+        "CREATE TABLESPACE extra LOCATION '/var/lib/postgresql/extra'",
+    );
+    let err = site.fails(&["backup", &src, "--physical"]);
+    assert!(
+        err.contains("tablespaces outside its data folder (extra)")
+            && err.contains("without --physical"),
+        "{err}"
+    );
+    site.ok(&["backup", &src]);
+    assert_eq!(
+        site.json(&["snapshots"]).as_array().map(Vec::len),
+        Some(1),
+        "the refused backup committed no snapshot"
+    );
+}
