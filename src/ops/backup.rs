@@ -1,7 +1,8 @@
 //! `upkeep backup`: one snapshot of an instance — config files, the edited
 //! vendor compose file if any, Postgres (logical dump of the running server,
 //! with `--physical` also its `pg_basebackup`, or its data volume when
-//! stopped), every other named volume, and a manifest. Everything streams from the engine into the repository.
+//! stopped), every other named volume, and a manifest. Everything streams
+//! from the engine into the repository.
 
 use std::io::Read;
 

@@ -414,7 +414,10 @@ pub fn restore(
         target.start_counting(cx, count, opts.timeout)
     })?;
     let tables_verified = match counts {
-        Some(counts) => verify_counts(&expected, &counts)?,
+        Some(counts) => {
+            verify_present(&tables_unverified, &counts)?;
+            verify_counts(&expected, &counts)?
+        }
         None => 0,
     };
     tables_unverified.extend(
@@ -592,6 +595,14 @@ fn load_postgres(
     Ok(expected)
 }
 
+/// Tables whose counts cannot be compared are at least there after restore.
+fn verify_present(tables: &[String], got: &postgres::RowCounts) -> Result<()> {
+    match tables.iter().find(|t| !got.contains_key(*t)) {
+        Some(t) => bail!("verification failed: table {t} is missing after restore"),
+        None => Ok(()),
+    }
+}
+
 /// Every table of the snapshot has the same number of rows after restore.
 fn verify_counts(expected: &postgres::RowCounts, got: &postgres::RowCounts) -> Result<usize> {
     for (table, n) in expected {
@@ -618,5 +629,7 @@ mod tests {
             .to_string()
             .contains("has 2 rows"));
         assert!(verify_counts(&a, &Default::default()).is_err());
+        assert!(verify_present(&["public.t".to_string()], &b).is_ok());
+        assert!(verify_present(&["public.u".to_string()], &b).is_err());
     }
 }
