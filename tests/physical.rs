@@ -140,12 +140,12 @@ fn refused_replication_and_extra_tablespaces_are_explained() {
     site.track(&src);
     site.install(&["v1.0.0"]);
     site.ok(&["up", "v1.0.0", "--as", &src]);
-    let postgres = container(&src, "postgres");
-    let hba = std::process::Command::new("docker")
-        .args(["exec", "-u", "postgres", &postgres])
-        .args(["sh", "-c", "cp \"$PGDATA/pg_hba.conf\" /tmp/hba && sed -i '/replication/d' \"$PGDATA/pg_hba.conf\""])
-        .status()
-        .unwrap();
+    let hba = sh_in(
+        &src,
+        "cp \"$PGDATA/pg_hba.conf\" /tmp/hba && sed -i '/replication/d' \"$PGDATA/pg_hba.conf\"",
+    )
+    .status()
+    .unwrap();
     assert!(hba.success());
     psql(&src, "SELECT pg_reload_conf()");
     let err = site.fails(&["backup", &src, "--physical"]);
@@ -153,16 +153,12 @@ fn refused_replication_and_extra_tablespaces_are_explained() {
         err.contains(&format!("add the line `local replication {PG_USER} trust`")),
         "{err}"
     );
-    let back = std::process::Command::new("docker")
-        .args(["exec", "-u", "postgres", &postgres])
-        .args(["sh", "-c", "cp /tmp/hba \"$PGDATA/pg_hba.conf\""])
+    let back = sh_in(&src, "cp /tmp/hba \"$PGDATA/pg_hba.conf\"")
         .status()
         .unwrap();
     assert!(back.success());
     psql(&src, "SELECT pg_reload_conf()");
-    let made = std::process::Command::new("docker")
-        .args(["exec", "-u", "postgres", &postgres])
-        .args(["mkdir", "-p", "/var/lib/postgresql/extra"])
+    let made = sh_in(&src, "mkdir -p /var/lib/postgresql/extra")
         .status()
         .unwrap();
     assert!(made.success());

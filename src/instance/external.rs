@@ -71,22 +71,24 @@ pub(super) fn assign(
     if shared.is_empty() {
         return Ok(());
     }
-    let (listed, flags): (Vec<String>, Vec<String>) = shared
-        .iter()
-        .map(|(key, vendor_name)| {
-            (
-                format!("{key} → {vendor_name}"),
-                format!("--external-volume {key}={name}_{key}"),
-            )
-        })
-        .unzip();
+    let (listed, flags) = own_volume_advice(name, &shared);
     bail!(
-        "the release uses external volumes that another instance of this site already uses ({}): \
-         a second copy would share their data with it. Give {name} volumes of its own with {} \
-         (upkeep creates them; they are {name}'s, like its other volumes)",
-        listed.join(", "),
-        flags.join(" ")
+        "the release uses external volumes that another instance of this site already uses \
+         ({listed}): a second copy would share their data with it. Give {name} volumes of its \
+         own with {flags} (upkeep creates them; they are {name}'s, like its other volumes)"
     )
+}
+
+/// For a refusal of volumes (key → Docker name) that `instance` would
+/// share: the list `key → name, …` and the flags that give it its own,
+/// `--external-volume key=<instance>_key …`.
+pub fn own_volume_advice(instance: &str, shared: &[(String, String)]) -> (String, String) {
+    let listed: Vec<String> = shared.iter().map(|(k, v)| format!("{k} → {v}")).collect();
+    let flags: Vec<String> = shared
+        .iter()
+        .map(|(k, _)| format!("--external-volume {k}={instance}_{k}"))
+        .collect();
+    (listed.join(", "), flags.join(" "))
 }
 
 /// An existing record must agree with what `--external-volume` asks.

@@ -12,7 +12,7 @@ mod lifecycle;
 mod ports;
 mod startup;
 
-pub use external::{parse_mapping, ExternalVolumes};
+pub use external::{own_volume_advice, parse_mapping, ExternalVolumes};
 pub use lifecycle::*;
 pub use startup::{start_created, wait_probe, wait_ready, POLL};
 

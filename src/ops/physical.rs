@@ -51,12 +51,7 @@ pub fn capture(
     }
     let counts = databases
         .iter()
-        .flat_map(|d| {
-            let name = d.name(&server.database).to_string();
-            d.row_counts
-                .iter()
-                .map(move |(t, n)| (postgres::cluster_key(&name, t), *n))
-        })
+        .flat_map(|d| d.cluster_row_counts(&server.database))
         .collect();
     Ok((item, Some(counts)))
 }
@@ -165,13 +160,7 @@ pub fn expected(m: &Manifest) -> (RowCounts, Vec<String>) {
     let tables = pg
         .databases(m)
         .iter()
-        .flat_map(|d| {
-            let name = d.name(&pg.database).to_string();
-            d.row_counts
-                .keys()
-                .map(move |t| postgres::cluster_key(&name, t))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|d| d.cluster_row_counts(&pg.database).into_keys())
         .collect();
     (RowCounts::new(), tables)
 }

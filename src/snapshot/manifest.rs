@@ -85,6 +85,16 @@ impl DatabaseItem {
             .as_ref()
             .map_or(fallback, |p| p.name.as_str())
     }
+
+    /// Its tables' row counts keyed for the whole cluster
+    /// (`postgres::cluster_key`), as restores and upgrades compare them.
+    pub fn cluster_row_counts(&self, fallback: &str) -> RowCounts {
+        let name = self.name(fallback);
+        self.row_counts
+            .iter()
+            .map(|(t, n)| (crate::postgres::cluster_key(name, t), *n))
+            .collect()
+    }
 }
 
 impl PostgresItem {

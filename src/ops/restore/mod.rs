@@ -585,11 +585,7 @@ fn load_postgres(
                 })
             })
             .with_context(|| format!("restoring database {name}"))?;
-        expected.extend(
-            db.row_counts
-                .iter()
-                .map(|(t, n)| (postgres::cluster_key(&name, t), *n)),
-        );
+        expected.extend(db.cluster_row_counts(&load.server.database));
     }
     timeline.phase("end the bulk load", || load.finish())?;
     Ok(expected)

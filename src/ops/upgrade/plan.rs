@@ -284,19 +284,13 @@ fn refuse_shared_volumes(old: &Target, new: &Target) -> Result<()> {
     if shared.is_empty() {
         return Ok(());
     }
-    let listed: Vec<String> = shared.iter().map(|(k, v)| format!("{k} → {v}")).collect();
-    let flags: Vec<String> = shared
-        .iter()
-        .map(|(k, _)| format!("--external-volume {k}={}_{k}", new.rec.name))
-        .collect();
+    let (listed, flags) = instance::own_volume_advice(&new.rec.name, &shared);
     bail!(
-        "instance {} would share volumes with {} ({}), and the old data the rollback needs would \
-         be written over. Give {} volumes of its own with {} (upkeep creates and fills them; the \
-         old ones are left as they are)",
+        "instance {} would share volumes with {} ({listed}), and the old data the rollback needs \
+         would be written over. Give {} volumes of its own with {flags} (upkeep creates and fills \
+         them; the old ones are left as they are)",
         new.rec.name,
         old.rec.name,
-        listed.join(", "),
-        new.rec.name,
-        flags.join(" ")
+        new.rec.name
     )
 }
