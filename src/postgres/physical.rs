@@ -149,6 +149,13 @@ mod tests {
     }
 
     #[test]
+    fn a_short_or_garbage_first_header_is_an_error_not_a_panic() {
+        assert!(super::with_root_entry(&[0u8; 100][..]).is_err());
+        let garbage = [b'x'; 1024];
+        assert!(super::with_root_entry(&garbage[..]).is_err());
+    }
+
+    #[test]
     fn a_refused_replication_says_what_to_change() {
         let err = anyhow::anyhow!(
             "`pg_basebackup` failed (exit 1): FATAL:  no pg_hba.conf entry for replication \
