@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::docker::{Engine, ExecReader, ExecSession, ExecSpec};
 use crate::profile::PostgresProfile;
 
+pub mod conf;
 mod databases;
+mod maintenance;
 mod physical;
 pub use databases::{Database, Grant, Setting};
 pub use physical::{explain_refusal, with_root_entry};

@@ -1,7 +1,8 @@
 //! Issue 11, item 3: every database of the cluster is backed up, restored
-//! and carried by the dump upgrade (15 → 17), with its properties, large
-//! objects and roles; and a snapshot with one database, as releases before
-//! wrote it, still restores. Real engine, real compose, real Postgres.
+//! and carried by the upgrade (15 → 17, by pg_upgrade; issue 13), with its
+//! properties, large objects and roles; and a snapshot with one database,
+//! as releases before wrote it, still restores. Real engine, real compose,
+//! real Postgres.
 
 mod common;
 
@@ -168,16 +169,64 @@ fn every_database_is_upgraded_from_15_to_17_and_restored_from_a_backup() {
         "{properties}"
     );
 
+    // An index on an ICU collation (ICU 72 in the old image, 76 in the
+    // new: rebuilt after the start), a setting of ALTER SYSTEM the new
+    // server has and one it no longer has (it would refuse to start).
+    psql_in(
+        &old,
+        "analytics",
+        "CREATE COLLATION de_icu (provider = icu, locale = 'de'); \
+         CREATE TABLE names(n text COLLATE de_icu); CREATE INDEX names_n ON names(n); \
+         INSERT INTO names VALUES ('b'), ('ä'), ('a')",
+    );
+    psql_in(&old, PG_DB, "ALTER SYSTEM SET temp_buffers = '12MB'");
+    psql_in(&old, PG_DB, "ALTER SYSTEM SET old_snapshot_threshold = '-1'");
+    let data = cluster_data(&old);
+
     let report = site.json(&["backup", &old]);
-    // The old instance keeps serving while the upgrade dumps, and nothing
-    // writes to it: its rows are those of the backup.
-    let out = site.ok(&["upgrade", &old, "--to", "v2.0.0", "--as", &new, "--yes"]);
-    assert!(out.contains("Dump") || out.contains("dump"), "{out}");
+    // The old instance keeps serving until the upgrade stops it, and
+    // nothing writes to it: its rows are those of the backup. Killed once
+    // it stopped the old Postgres, to list the old volume as it was then.
+    let upgrade = ["upgrade", &old, "--to", "v2.0.0", "--as", &new, "--yes"];
+    let plan = site.ok(&[&upgrade[..], &["--dry-run"]].concat());
+    assert!(plan.contains("strategy pg_upgrade"), "{plan}");
+    let mut cmd = site.command(&upgrade);
+    cmd.env("UPKEEP_CRASH_AFTER", "stop-old");
+    let killed = cmd.output().unwrap();
+    assert!(!killed.status.success(), "{killed:?}");
+    let old_volume = format!("{old}_postgres_data");
+    let before = volume_listing(&old_volume);
+    let resumed = site.run(&["upgrade", "--resume", &old, "-v"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(resumed.status.success(), "{out}");
+    assert!(out.contains("pg_upgrade --check, then --link"), "{out}");
+    assert!(out.contains("analyze-in-stages"), "{out}");
+    assert!(out.contains("REINDEX INDEX CONCURRENTLY"), "{out}");
+    assert!(out.contains("old_snapshot_threshold"), "reported as not carried: {out}");
     assert_eq!(
         psql_in(&new, PG_DB, "SHOW server_version_num").get(..2),
         Some("17")
     );
     assert_same_cluster(&new, &data, &properties);
+    assert_eq!(psql_in(&new, PG_DB, "SHOW temp_buffers"), "12MB");
+    assert_eq!(
+        psql_in(&new, "analytics", "SELECT collversion = pg_collation_actual_version(oid) FROM pg_collation WHERE collname = 'de_icu'"),
+        "t",
+        "the ICU collation's version is refreshed"
+    );
+    assert_eq!(
+        volume_listing(&old_volume),
+        before,
+        "the old volume is byte for byte as the upgrade found it"
+    );
+    assert!(
+        !volume_exists(&format!("{new}_upkeep-pg-old")),
+        "the scratch volume is removed"
+    );
 
     let databases = &report["manifest"]["postgres"]["databases"];
     let listed: Vec<(&str, &str)> = databases

@@ -20,6 +20,8 @@ pub enum StrategyArg {
     Auto,
     Copy,
     Dump,
+    #[value(name = "pg_upgrade")]
+    PgUpgrade,
 }
 
 #[derive(Debug, Args)]
@@ -32,7 +34,8 @@ pub struct UpgradeArgs {
     /// Continue an interrupted upgrade of INSTANCE.
     #[arg(long, conflicts_with_all = ["to", "dry_run", "strategy"])]
     pub resume: bool,
-    /// How to move Postgres: copy its volume (same major) or dump and restore.
+    /// How to move Postgres: copy its volume (same major), pg_upgrade --link
+    /// (across majors), or dump and restore.
     #[arg(long, value_enum, default_value = "auto")]
     pub strategy: StrategyArg,
     /// Name of the new instance (default: the new release's default instance).
@@ -83,6 +86,7 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
             StrategyArg::Auto => None,
             StrategyArg::Copy => Some(Strategy::Copy),
             StrategyArg::Dump => Some(Strategy::Dump),
+            StrategyArg::PgUpgrade => Some(Strategy::PgUpgrade),
         },
         as_name: args.as_name.clone(),
         external_volumes: args.external.chosen(),
@@ -95,8 +99,13 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
     if args.dry_run || !out.json {
         let text = {
             let mut t = format!(
-                "upgrade {} ({}) → {} ({}), strategy {:?}: {}",
-                plan.old, plan.from, plan.new, plan.to, plan.strategy, plan.why
+                "upgrade {} ({}) → {} ({}), strategy {}: {}",
+                plan.old,
+                plan.from,
+                plan.new,
+                plan.to,
+                plan.strategy.name(),
+                plan.why
             );
             for (i, s) in plan.steps.iter().enumerate() {
                 t += &format!("\n  {}. {s}", i + 1);

@@ -186,6 +186,18 @@ impl Engine {
         cmd: &[&str],
         mounts: &[(&str, &str, bool)],
     ) -> Result<(i64, String)> {
+        self.run_as(image, None, cmd, mounts)
+    }
+
+    /// [`Engine::run_with_volumes`] as `user` of the image (Postgres's own
+    /// tools refuse to run as root).
+    pub fn run_as(
+        &self,
+        image: &str,
+        user: Option<&str>,
+        cmd: &[&str],
+        mounts: &[(&str, &str, bool)],
+    ) -> Result<(i64, String)> {
         use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
         use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptions};
         use futures_util::StreamExt;
@@ -204,6 +216,7 @@ impl Engine {
             entrypoint: Some(cmd.iter().map(|s| s.to_string()).collect()),
             cmd: Some(Vec::new()),
             network_disabled: Some(true),
+            user: user.map(str::to_string),
             labels: Some(self.owned_labels([("org.upkeep.helper", "run")])),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
@@ -267,13 +280,38 @@ impl Engine {
         image: &str,
         since: Option<i64>,
     ) -> Result<()> {
+        let into: Vec<(&str, &str, &str)> = pairs.iter().map(|(f, t)| (*f, *t, "")).collect();
+        self.copy_volumes_into(&into, image, since)
+    }
+
+    /// [`Engine::copy_volumes`] into folder `sub` of each `to` volume (made
+    /// when missing; `""` is the volume's root), for a staging copy beside
+    /// what the volume holds.
+    pub fn copy_volumes_into(
+        &self,
+        pairs: &[(&str, &str, &str)],
+        image: &str,
+        since: Option<i64>,
+    ) -> Result<()> {
         let mut mounts = Vec::new();
         let dirs: Vec<(String, String)> = (0..pairs.len())
-            .map(|n| (format!("/upkeep/{n}/from"), format!("/upkeep/{n}/to")))
+            .map(|n| (format!("/upkeep/{n}/from"), format!("/upkeep/{n}/vol")))
             .collect();
-        for ((from, to), (f, t)) in pairs.iter().zip(&dirs) {
+        let mut prelude = String::new();
+        for ((from, to, sub), (f, t)) in pairs.iter().zip(&dirs) {
             mounts.push((*from, f.as_str(), true));
             mounts.push((*to, t.as_str(), false));
+            if sub.contains(['\'', '\\']) || sub.split('/').any(|c| c == "..") {
+                anyhow::bail!("unsafe staging folder {sub:?}");
+            }
+            // `to` is the volume's root or a link to the staging folder in it
+            let link = t.replace("/vol", "/to");
+            if sub.is_empty() {
+                prelude += &format!("ln -s vol '{link}' || exit 91\n");
+            } else {
+                prelude +=
+                    &format!("mkdir -p '{t}/{sub}' && ln -s 'vol/{sub}' '{link}' || exit 91\n");
+            }
         }
         let script = match since {
             None => FULL_COPY.to_string(),
@@ -281,12 +319,12 @@ impl Engine {
         };
         let names = pairs
             .iter()
-            .map(|(f, t)| format!("{f} → {t}"))
+            .map(|(f, t, _)| format!("{f} → {t}"))
             .collect::<Vec<_>>()
             .join(", ");
         let (code, out) = self.run_with_volumes(
             image,
-            &["sh", "-c", &format!("{script}\n{EACH_PAIR}")],
+            &["sh", "-c", &format!("{prelude}{script}\n{EACH_PAIR}")],
             &mounts,
         )?;
         if code != 0 {

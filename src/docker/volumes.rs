@@ -67,6 +67,34 @@ impl Engine {
         })
     }
 
+    /// Creates a scratch volume of instance `instance` (site labels, no
+    /// compose labels: compose never sees it); an existing one is kept
+    /// when it is this instance's, refused otherwise.
+    pub fn ensure_helper_volume(&self, name: &str, instance: &str) -> Result<VolumeInfo> {
+        if let Some(existing) = self.volume(name)? {
+            let owner = existing.labels.get(crate::ownership::INSTANCE_LABEL);
+            if owner.map(String::as_str) != Some(instance) {
+                bail!("volume {name} exists and is not a scratch volume of instance {instance}: refusing to write into it");
+            }
+            return Ok(existing);
+        }
+        let labels = self.owned_labels([
+            (crate::ownership::INSTANCE_LABEL, instance),
+            ("org.upkeep.helper", "scratch"),
+        ]);
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.block_on(self.api.create_volume(req))
+            .with_context(|| format!("creating volume {name}"))?;
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            labels,
+        })
+    }
+
     /// Disk usage per volume name in bytes (approximate: docker rounds).
     pub fn volume_bytes(&self) -> HashMap<String, u64> {
         self.volume_sizes()

@@ -62,6 +62,27 @@ pub enum Strategy {
     Copy,
     /// pg_dump from the old server, pg_restore into the new one.
     Dump,
+    /// `pg_upgrade --link` from a staging copy on the new volume, with the
+    /// old release's binaries brought out of its image (across majors).
+    #[serde(rename = "pg_upgrade")]
+    PgUpgrade,
+}
+
+impl Strategy {
+    /// The name `--strategy` takes and the journal records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Copy => "copy",
+            Strategy::Dump => "dump",
+            Strategy::PgUpgrade => "pg_upgrade",
+        }
+    }
+
+    /// Postgres's data is copied as files in the downtime (then checked
+    /// by row counts against the stopped old server).
+    pub fn copies_files(self) -> bool {
+        self != Strategy::Dump
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +131,9 @@ pub struct Journal {
     /// ones (`--external-volume`).
     #[serde(default)]
     pub external_volumes: instance::ExternalVolumes,
+    /// What `pg_upgrade` needs of the old cluster, read by the plan.
+    #[serde(default)]
+    pub pg_upgrade: Option<super::pg_upgrade::OldCluster>,
 }
 
 fn journal_path(site: &Site, old: &str) -> std::path::PathBuf {

@@ -13,6 +13,7 @@ use crate::postgres::{self, RowCounts};
 
 use super::{
     journal::{crash_point, save, Journal, Strategy},
+    pg_upgrade,
     plan::UpgradeOptions,
     rollback::reset_volumes,
     steps::phase,
@@ -52,21 +53,27 @@ fn copy_binds(engine: &Engine, old: &Target, new: &Target, strategy: Strategy) -
     Ok(())
 }
 
-/// Volumes copied as files (key, old volume, new volume): all but the
-/// Postgres data of a dump, which is restored instead.
-fn file_copied_volumes(
-    old: &Target,
-    new: &Target,
-    strategy: Strategy,
-) -> Vec<(String, String, String)> {
+/// A volume copied as files: key, old volume, new volume, and the folder
+/// of the new volume it goes into (`""`: its root).
+type VolumeCopy = (String, String, String, &'static str);
+
+/// Volumes copied as files: all but the Postgres data of a dump, which is
+/// restored instead; that of `pg_upgrade` goes into its staging folder.
+fn file_copied_volumes(old: &Target, new: &Target, strategy: Strategy) -> Vec<VolumeCopy> {
     let pg_key = old.profile.postgres.as_ref().map(|p| &p.data_volume);
     let mut out = Vec::new();
     for (key, from) in &old.data_volumes() {
-        if strategy == Strategy::Dump && Some(key) == pg_key {
+        let is_pg = Some(key) == pg_key;
+        if strategy == Strategy::Dump && is_pg {
             continue;
         }
+        let sub = if strategy == Strategy::PgUpgrade && is_pg {
+            pg_upgrade::STAGING
+        } else {
+            ""
+        };
         match new.rec.volumes.get(key) {
-            Some(to) => out.push((key.clone(), from.clone(), to.clone())),
+            Some(to) => out.push((key.clone(), from.clone(), to.clone(), sub)),
             None => tracing::warn!(
                 "release {} has no volume {key}; {from} is left as it is",
                 new.rec.release
@@ -87,23 +94,26 @@ pub(super) fn copy_volumes(
     since: Option<i64>,
 ) -> Result<()> {
     let vols = file_copied_volumes(old, new, strategy);
-    let Some((first, _, _)) = vols.first() else {
+    let Some((first, _, _, _)) = vols.first() else {
         return Ok(());
     };
     let image = new.helper_image(new.services_mounting(first).first().map(String::as_str))?;
-    let pairs: Vec<(&str, &str)> = vols
+    let pairs: Vec<(&str, &str, &str)> = vols
         .iter()
-        .map(|(_, f, t)| (f.as_str(), t.as_str()))
+        .map(|(_, f, t, sub)| (f.as_str(), t.as_str(), *sub))
         .collect();
     if since.is_some() {
-        match engine.copy_volumes(&pairs, &image, since) {
+        match engine.copy_volumes_into(&pairs, &image, since) {
             Ok(()) => return Ok(()),
             Err(e) => tracing::warn!("{e:#}; copying in full instead"),
         }
     }
-    if let Err(e) = engine.copy_volumes(&pairs, &image, None) {
+    if let Err(e) = engine.copy_volumes_into(&pairs, &image, None) {
+        if strategy == Strategy::PgUpgrade {
+            return Err(e.context("pg_upgrade's staging copy needs sh, find, cp in the new image"));
+        }
         tracing::warn!("{e:#}; copying through a tar stream instead");
-        for (key, from, to) in &vols {
+        for (key, from, to, _) in &vols {
             let from_image =
                 old.helper_image(old.services_mounting(key).first().map(String::as_str))?;
             reset_volume(engine, to)?;
@@ -136,6 +146,13 @@ pub(super) fn migrate(
         reset_volumes(cx, &new.rec)?;
         instance::prepare_project(site, lock, engine, compose, &new.rec)?;
     }
+    // The staging copy may be half-linked and the volume's root half
+    // filled: a redo starts from an empty volume and copies in full.
+    if redo && j.strategy == Strategy::PgUpgrade {
+        if let Some(v) = new.rec.volumes.get(&new.postgres()?.data_volume) {
+            reset_volume(engine, v)?;
+        }
+    }
     j.migrate_attempted = true;
     j.new_row_counts = None;
     save(site, j)?;
@@ -144,6 +161,9 @@ pub(super) fn migrate(
         (j.strategy, &old.profile.postgres, &new.profile.postgres)
     {
         return migrate_by_dump(cx, old, &new, j, since, opts);
+    }
+    if j.strategy == Strategy::PgUpgrade {
+        return migrate_by_pg_upgrade(cx, old, &new, j, since);
     }
     crash_point("migrate-data:postgres");
     let what = if since.is_some() {
@@ -156,6 +176,29 @@ pub(super) fn migrate(
         copy_volumes(engine, old, &new, strategy, since)?;
         copy_binds(engine, old, &new, strategy)
     })
+}
+
+/// The staging copy completed with what changed (the other volumes too),
+/// then `pg_upgrade`.
+fn migrate_by_pg_upgrade(
+    cx: &Ctx,
+    old: &Target,
+    new: &Target,
+    j: &mut Journal,
+    since: Option<i64>,
+) -> Result<()> {
+    let engine = cx.engine;
+    let what = if since.is_some() {
+        "copy what changed since the pre-copy (Postgres into its staging folder)"
+    } else {
+        "copy the volumes (Postgres into its staging folder)"
+    };
+    phase(j, what, || {
+        copy_volumes(engine, old, new, Strategy::PgUpgrade, since)?;
+        copy_binds(engine, old, new, Strategy::PgUpgrade)
+    })?;
+    crash_point("migrate-data:staging");
+    pg_upgrade::migrate(cx, old, new, j)
 }
 
 /// Dump and restore Postgres; then, at once, stop the old Postgres and copy

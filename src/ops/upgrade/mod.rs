@@ -10,11 +10,13 @@
 
 mod journal;
 mod migrate;
+mod pg_upgrade;
 mod plan;
 mod rollback;
 mod steps;
 
 pub use journal::{describe, journal, journals, Journal, State, Step, Strategy, STEPS};
+pub use pg_upgrade::OldCluster;
 pub use plan::{plan, Plan, UpgradeOptions};
 pub use rollback::{finished_rollback_warning, rollback};
 pub use steps::{resume, run};

@@ -17,6 +17,7 @@ use crate::release;
 use crate::site::Site;
 
 use super::journal::{journal, new_instance_served, next_step, State, Step, Strategy};
+use super::pg_upgrade::{self, OldCluster};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -28,6 +29,9 @@ pub struct Plan {
     pub why: String,
     pub steps: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the `pg_upgrade` strategy read of the old cluster.
+    #[serde(skip)]
+    pub pg_upgrade: Option<OldCluster>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +133,7 @@ pub fn plan(
             old.rec.release
         ));
     }
-    let (strategy, why) = choose_strategy(engine, &old, &new, opts.strategy)?;
+    let (strategy, why, pg_upgrade) = choose_strategy(engine, &old, &new, opts.strategy)?;
     check_space(site, engine, &old)?;
     warnings.extend(env_changes(site, &old, &new)?);
     let new_ports: Vec<String> = new
@@ -154,6 +158,7 @@ pub fn plan(
             match strategy {
                 Strategy::Copy => "every volume",
                 Strategy::Dump => "the volumes other than Postgres's data",
+                Strategy::PgUpgrade => "every volume (Postgres's data into a staging folder of the new volume)",
             },
             old.rec.name,
             new.rec.name
@@ -162,10 +167,15 @@ pub fn plan(
         match strategy {
             Strategy::Copy => "copy what changed since the pre-copy (Postgres data as files)".to_string(),
             Strategy::Dump => "dump Postgres from the old server and restore it into the new one; copy what changed in the other volumes".to_string(),
+            Strategy::PgUpgrade => "copy what changed since the pre-copy; pg_upgrade --check, then --link from the staging copy into a new cluster, moved into place with the old settings the new Postgres knows".to_string(),
         },
         format!("start {} on release {} (ports {})", new.rec.name, opts.to, new_ports.join(", ")),
         "verify: containers ready, Postgres answering, row counts equal (downtime ends)".into(),
     ];
+    let mut steps = steps;
+    if strategy == Strategy::PgUpgrade {
+        steps.push("after the downtime: indexes on collations whose version changed rebuilt (REINDEX CONCURRENTLY), then vacuumdb --all --analyze-in-stages".into());
+    }
     let plan = Plan {
         old: old.rec.name.clone(),
         new: new.rec.name.clone(),
@@ -175,6 +185,7 @@ pub fn plan(
         why,
         steps,
         warnings,
+        pg_upgrade,
     };
     Ok((plan, old, new))
 }
@@ -212,16 +223,20 @@ fn check_space(site: &Site, engine: &Engine, old: &Target) -> Result<()> {
     Ok(())
 }
 
+/// The strategy, why, and for `pg_upgrade` what its preflight read.
+type Chosen = (Strategy, String, Option<OldCluster>);
+
 fn choose_strategy(
     engine: &Engine,
     old: &Target,
     new: &Target,
     forced: Option<Strategy>,
-) -> Result<(Strategy, String)> {
+) -> Result<Chosen> {
     let (Some(opg), Some(npg)) = (&old.profile.postgres, &new.profile.postgres) else {
         return Ok((
             Strategy::Copy,
             "no Postgres service: volumes are copied".into(),
+            None,
         ));
     };
     let volume = opg.data_bind.as_ref().unwrap_or(&opg.data_volume);
@@ -234,16 +249,38 @@ fn choose_strategy(
     }
     let same_family = image_family(&old_image) == image_family(&new_image);
     let copy_ok = old_major == new_major && same_family;
+    let majors = format!("Postgres {old_major} → {new_major}");
+    let upgradable = || pg_upgrade::preflight(engine, old, new, (old_major, new_major));
     match forced {
         Some(Strategy::Copy) if !copy_ok => bail!(
             "--strategy copy needs the same Postgres major and image family on both sides; {volume} holds Postgres {old_major} ({old_image}) and release {} runs {new_major} ({new_image}): use --strategy dump",
             new.rec.release
         ),
-        Some(s) => Ok((s, "chosen with --strategy".into())),
-        None if copy_ok => Ok((Strategy::Copy, format!("Postgres {old_major} on both sides, same image family: the data volume is copied as it is"))),
+        Some(Strategy::PgUpgrade) if old_major == new_major => bail!(
+            "--strategy pg_upgrade moves a cluster to a newer major; both sides run Postgres {old_major}: use --strategy copy or dump"
+        ),
+        Some(Strategy::PgUpgrade) => match upgradable()? {
+            Ok(c) => Ok((Strategy::PgUpgrade, "chosen with --strategy".into(), Some(c))),
+            Err(why) => bail!("--strategy pg_upgrade cannot run: {why}. Use --strategy dump (nothing was changed)"),
+        },
+        Some(s) => Ok((s, "chosen with --strategy".into(), None)),
+        None if copy_ok => Ok((Strategy::Copy, format!("Postgres {old_major} on both sides, same image family: the data volume is copied as it is"), None)),
+        None if old_major < new_major => match upgradable()? {
+            Ok(c) => Ok((
+                Strategy::PgUpgrade,
+                format!("{majors}: pg_upgrade --link with the old release's own Postgres {old_major} binaries, whose preflight passed (they run in {new_image})"),
+                Some(c),
+            )),
+            Err(why) => Ok((
+                Strategy::Dump,
+                format!("{majors}: dump and restore, because pg_upgrade cannot run here: {why}"),
+                None,
+            )),
+        },
         None => Ok((
             Strategy::Dump,
-            format!("Postgres {old_major} → {new_major}{}: dump and restore", if same_family { "" } else { " (another image family)" }),
+            format!("{majors}{}: dump and restore", if same_family { "" } else { " (another image family)" }),
+            None,
         )),
     }
 }

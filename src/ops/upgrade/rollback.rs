@@ -78,6 +78,7 @@ pub(super) fn rollback_journal(cx: &Ctx, j: &mut Journal, timeout: Duration) -> 
         }
     }
     instance::up(site, lock, engine, compose, &old, timeout)?;
+    super::pg_upgrade::remove_scratch(engine, &j.new)?;
     j.state = State::RolledBack;
     save(site, j)
 }

@@ -14,7 +14,7 @@ use crate::ops::carry::{self, CarryReport};
 use crate::ops::{Ctx, Target};
 use crate::release;
 use crate::repo::Repository;
-use crate::site::{now_rfc3339, Site};
+use crate::site::now_rfc3339;
 
 use super::{
     journal::{
@@ -22,6 +22,7 @@ use super::{
         Strategy,
     },
     migrate::{copy_volumes, migrate},
+    pg_upgrade,
     plan::{Plan, UpgradeOptions},
     rollback::{clear_new, rollback_journal, snapshot_before_replacing},
 };
@@ -51,6 +52,7 @@ pub fn run(cx: &Ctx, repo: &Repository, plan: &Plan, opts: &UpgradeOptions) -> R
         new_row_counts: None,
         phases: Vec::new(),
         external_volumes: opts.external_volumes.clone(),
+        pg_upgrade: plan.pg_upgrade.clone(),
     };
     // A failed earlier attempt may have left the new instance half made;
     // one that served (rolled back after it ran) is kept in a safety
@@ -113,6 +115,7 @@ fn drive(cx: &Ctx, repo: &Repository, j: &mut Journal, opts: &UpgradeOptions) ->
             }
             // The old instance was never stopped; remove what was prepared.
             clear_new(cx, &j.new)?;
+            pg_upgrade::remove_scratch(cx.engine, &j.new)?;
             j.state = State::Failed;
             save(site, j)?;
             return Err(e.context(format!(
@@ -158,7 +161,7 @@ fn run_step(
         Step::PreCopy => pre_copy(cx, &old, j),
         Step::MigrateData => migrate(cx, &old, j, opts),
         Step::StartNew => start_new(cx, j, opts),
-        Step::Verify => verify(site, engine, j, opts),
+        Step::Verify => verify(cx, j, opts),
     }
 }
 
@@ -193,7 +196,7 @@ fn stop_old(engine: &Engine, old: &Target, j: &mut Journal) -> Result<()> {
         engine.stop_containers(&running(false))
     })?;
     // A dump counts the old rows while it dumps (nothing writes any more).
-    if old.profile.postgres.is_some() && j.strategy == Strategy::Copy {
+    if old.profile.postgres.is_some() && j.strategy.copies_files() {
         if let Some(server) = old.running_postgres(engine)? {
             let counts = phase(j, "count rows (old)", || server.cluster_row_counts(engine))?;
             j.row_counts = Some(counts);
@@ -279,7 +282,7 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     // snapshot sets hint bits on every page it reads) would be written by
     // its shutdown checkpoint, in the downtime, and make whole relation
     // files count as changed. A checkpoint now writes them before the copy.
-    if j.strategy == Strategy::Copy {
+    if j.strategy.copies_files() {
         if let Some(server) = old.running_postgres(engine)? {
             if let Err(e) = server.query(engine, "CHECKPOINT") {
                 tracing::warn!("CHECKPOINT before the pre-copy failed ({e:#}); the downtime's copy may be longer");
@@ -314,7 +317,8 @@ fn start_new(cx: &Ctx, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
 /// Row counts equal (downtime ends), then Docker's own view of the new
 /// instance: every container running and, by its health check as Docker
 /// runs it, healthy.
-fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
+fn verify(cx: &Ctx, j: &mut Journal, opts: &UpgradeOptions) -> Result<()> {
+    let Ctx { site, engine, .. } = *cx;
     let new = Target::load(site, instance::load(site, &j.new)?)?;
     if let (Some(expected), Some(_)) = (&j.row_counts, &new.profile.postgres) {
         let got = match &j.new_row_counts {
@@ -349,5 +353,8 @@ fn verify(site: &Site, engine: &Engine, j: &mut Journal, opts: &UpgradeOptions) 
         "after the downtime: Docker reports every container healthy",
         || instance::wait_ready(site, engine, &new.rec, opts.timeout),
     )?;
+    if j.strategy == Strategy::PgUpgrade {
+        pg_upgrade::after_start(cx, &new, j);
+    }
     Ok(())
 }
