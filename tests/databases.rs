@@ -180,7 +180,11 @@ fn every_database_is_upgraded_from_15_to_17_and_restored_from_a_backup() {
          INSERT INTO names VALUES ('b'), ('ä'), ('a')",
     );
     psql_in(&old, PG_DB, "ALTER SYSTEM SET temp_buffers = '12MB'");
-    psql_in(&old, PG_DB, "ALTER SYSTEM SET old_snapshot_threshold = '-1'");
+    psql_in(
+        &old,
+        PG_DB,
+        "ALTER SYSTEM SET old_snapshot_threshold = '-1'",
+    );
     let data = cluster_data(&old);
 
     let report = site.json(&["backup", &old]);
@@ -206,7 +210,10 @@ fn every_database_is_upgraded_from_15_to_17_and_restored_from_a_backup() {
     assert!(out.contains("pg_upgrade --check, then --link"), "{out}");
     assert!(out.contains("analyze-in-stages"), "{out}");
     assert!(out.contains("REINDEX INDEX CONCURRENTLY"), "{out}");
-    assert!(out.contains("old_snapshot_threshold"), "reported as not carried: {out}");
+    assert!(
+        out.contains("old_snapshot_threshold"),
+        "reported as not carried: {out}"
+    );
     assert_eq!(
         psql_in(&new, PG_DB, "SHOW server_version_num").get(..2),
         Some("17")

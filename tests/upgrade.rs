@@ -109,8 +109,19 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
         old_backups
     );
 
-    // Postgres 15 → 17 of the upgraded instance: dump and restore.
-    let out = site.ok(&["upgrade", &new, "--to", "v2.0.0", "--as", &newer, "--yes"]);
+    // Postgres 15 → 17 of the upgraded instance: dump and restore (auto
+    // chooses pg_upgrade here, tested in tests/databases.rs).
+    let out = site.ok(&[
+        "upgrade",
+        &new,
+        "--to",
+        "v2.0.0",
+        "--as",
+        &newer,
+        "--yes",
+        "--strategy",
+        "dump",
+    ]);
     assert!(out.contains("upgraded"), "{out}");
     assert_eq!(journal(&site, &new)["strategy"], "dump");
     assert_eq!(&psql(&newer, "SHOW server_version_num")[..2], "17");
@@ -190,7 +201,14 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
         "verify",
     ];
     for (i, step) in steps.iter().enumerate() {
-        crash_then_recover(&site, (&old, &new), &digest, step, &[], i % 2 == 0);
+        crash_then_recover(
+            &site,
+            (&old, &new, "v1.1.0"),
+            &digest,
+            step,
+            &[],
+            i % 2 == 0,
+        );
     }
     // A dump's new Postgres loads in a stand-in started before the downtime
     // (carry-config), which a resume takes over and a rollback removes.
@@ -199,17 +217,62 @@ fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
         .iter()
         .enumerate()
     {
-        crash_then_recover(&site, (&old, &new), &digest, step, &dump, i % 2 == 0);
+        crash_then_recover(
+            &site,
+            (&old, &new, "v1.1.0"),
+            &digest,
+            step,
+            &dump,
+            i % 2 == 0,
+        );
     }
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
 }
 
-/// Upgrades `old` to v1.1.0 as `new` with `extra` arguments, killed after
+#[test]
+fn kill_9_in_a_pg_upgrade_then_resume_or_rollback_loses_nothing() {
+    let site = TestSite::new();
+    let (old, new) = (unique("pgkold"), unique("pgknew"));
+    site.track(&old);
+    site.track(&new);
+    let digest = setup(&site, &["v1.0.0", "v2.0.0"], &old, 5_000);
+    let old_volume = format!("{old}_postgres_data");
+    // After the staging copy is complete, after pg_upgrade linked it, and
+    // after the new cluster is in place (the step's end); before, the
+    // pre-copy. The old volume as it was once the old Postgres stopped is
+    // what every rollback finds.
+    let steps = [
+        "pre-copy",
+        "migrate-data:staging",
+        "migrate-data:pg_upgrade",
+        "migrate-data",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        crash_then_recover(
+            &site,
+            (&old, &new, "v2.0.0"),
+            &digest,
+            step,
+            &[],
+            i % 2 == 0,
+        );
+        let j = journal(&site, &old);
+        assert_eq!(j["strategy"], "pg_upgrade", "step {step}");
+        assert_eq!(psql(&old, "SHOW server_version_num").get(..2), Some("15"));
+    }
+    assert!(
+        !volume_exists(&format!("{new}_upkeep-pg-old")),
+        "no scratch volume is left"
+    );
+    assert!(volume_exists(&old_volume));
+}
+
+/// Upgrades `old` to `to` as `new` with `extra` arguments, killed after
 /// `step`; then resumes (and rolls back after) or rolls back, and checks
 /// that the survivor runs with the data and nothing else runs.
 fn crash_then_recover(
     site: &TestSite,
-    (old, new): (&String, &String),
+    (old, new, to): (&String, &String, &str),
     digest: &str,
     step: &str,
     extra: &[&str],
@@ -219,7 +282,7 @@ fn crash_then_recover(
         "upgrade",
         old.as_str(),
         "--to",
-        "v1.1.0",
+        to,
         "--as",
         new.as_str(),
         "--yes",

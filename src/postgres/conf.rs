@@ -40,6 +40,8 @@ pub fn carry_settings(old: &str, what: &str, known: impl Fn(&str) -> bool) -> Ca
             Some("an include directive (copy the file it names and add the line by hand)")
         } else if name.is_empty() {
             Some("not a setting")
+        } else if line.chars().any(|c| c.is_control() && c != '\t') {
+            Some("a line with control characters")
         } else if !known(&name) {
             Some("a setting the new Postgres does not have")
         } else {
@@ -122,5 +124,7 @@ mod tests {
         // a control character cannot end the comment early in the output
         let c = carry_settings("bad_name = 1\r\nx", "f", |_| false);
         assert!(c.text.lines().all(|l| l.starts_with('#')), "{:?}", c.text);
+        let c = carry_settings("port = 5432\rmax_connections = 9", "f", |_| true);
+        assert!(c.text.starts_with("# upkeep: not carried"), "{:?}", c.text);
     }
 }

@@ -149,9 +149,7 @@ pub(super) fn migrate(
     // The staging copy may be half-linked and the volume's root half
     // filled: a redo starts from an empty volume and copies in full.
     if redo && j.strategy == Strategy::PgUpgrade {
-        if let Some(v) = new.rec.volumes.get(&new.postgres()?.data_volume) {
-            reset_volume(engine, v)?;
-        }
+        pg_upgrade::empty_new_volume(engine, &new)?;
     }
     j.migrate_attempted = true;
     j.new_row_counts = None;

@@ -20,7 +20,7 @@ use crate::ops::Target;
 use crate::postgres::{conf, Server};
 
 pub use binaries::volume_name;
-pub(super) use run::{after_start, migrate};
+pub(super) use run::{after_start, empty_new_volume, migrate};
 
 /// Staging folder of the old cluster, and of the new one, on the new volume.
 pub const STAGING: &str = ".upkeep-pg_upgrade/old";

@@ -149,6 +149,26 @@ pub(in crate::ops::upgrade) fn migrate(
     Ok(())
 }
 
+/// Empties the new Postgres data volume (its containers, created in the
+/// pre-copy, keep it mounted, so it is not removed) for a redo.
+pub(in crate::ops::upgrade) fn empty_new_volume(engine: &Engine, new: &Target) -> Result<()> {
+    let pg = new.postgres()?;
+    let volume =
+        new.rec.volumes.get(&pg.data_volume).with_context(|| {
+            format!("instance {} has no volume {}", new.rec.name, pg.data_volume)
+        })?;
+    let image = new.helper_image(Some(&pg.service))?;
+    helper(
+        engine,
+        &image,
+        None,
+        "cd /v && find . ! -name . -prune -exec rm -rf {} +",
+        &[],
+        &[(volume.as_str(), "/v", false)],
+    )
+    .with_context(|| format!("emptying volume {volume} for a fresh copy"))
+}
+
 /// The old and new Postgres data volumes.
 fn data_volumes(old: &Target, new: &Target) -> Result<(String, String)> {
     let key = &old.postgres()?.data_volume;
