@@ -473,3 +473,91 @@ fn a_delta_pass_after_a_pre_copy_makes_the_copy_equal_to_its_source() {
         "the delta pass makes the copy exact"
     );
 }
+
+/// An old release whose Postgres executables cannot run in the new
+/// release's image (here: they ask for a program loader only the old image
+/// has, as binaries built for a newer C library would fail) is upgraded by
+/// dump and restore, and the plan says why.
+#[test]
+fn old_binaries_that_cannot_run_in_the_new_image_fall_back_to_dump() {
+    let site = TestSite::new();
+    let version = unique_version("v1.0.0");
+    let image = format!("upkeep-sample/postgres:{version}-foreign");
+    let (old, new) = (default_project(&version), unique("fbnew"));
+    site.track(&old);
+    site.track(&new);
+    let _image = BuiltImage::new(
+        &image,
+        "FROM upkeep-sample/postgres:v1.0.0\n\
+         RUN set -e; b=/usr/lib/postgresql/15/bin/postgres; \
+         sed -i 's|/lib64/ld-linux-x86-64.so.2|/lib64/ld-linuX-x86-64.so.2|' \"$b\"; \
+         ln -s \"$(readlink -f /lib64/ld-linux-x86-64.so.2)\" /lib64/ld-linuX-x86-64.so.2; \
+         \"$b\" -V\n",
+    );
+    let (_keep, bundle) = bundle_as("v1.0.0", &version, |t| {
+        t.replace("upkeep-sample/postgres:v1.0.0", &image)
+    });
+    site.ok(&["install", bundle.to_str().unwrap()]);
+    site.ok(&["install", common::bundle("v2.0.0").to_str().unwrap()]);
+    site.ok(&["up", &version]);
+    psql(
+        &old,
+        "CREATE TABLE items(id int primary key); INSERT INTO items SELECT generate_series(1, 500)",
+    );
+    let digest = table_digest(&old, "items");
+    let upgrade = ["upgrade", &old, "--to", "v2.0.0", "--as", &new, "--yes"];
+    let plan = site.ok(&[&upgrade[..], &["--dry-run"]].concat());
+    assert!(
+        plan.contains("strategy dump")
+            && plan.contains("pg_upgrade cannot run here")
+            && plan.contains("do not run in"),
+        "{plan}"
+    );
+    let forced = site.fails(&[&upgrade[..], &["--strategy", "pg_upgrade"]].concat());
+    assert!(
+        forced.contains("--strategy pg_upgrade cannot run") && forced.contains("--strategy dump"),
+        "{forced}"
+    );
+    site.ok(&upgrade);
+    assert_eq!(journal(&site, &old)["strategy"], "dump");
+    assert_eq!(table_digest(&new, "items"), digest);
+    assert!(!volume_exists(&format!("{new}_upkeep-pg-old")));
+}
+
+/// An image built for one test from a Dockerfile (offline: FROM a local
+/// image), removed when the test ends.
+struct BuiltImage(String);
+
+impl BuiltImage {
+    fn new(tag: &str, dockerfile: &str) -> BuiltImage {
+        use std::io::Write;
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "--network", "none", "-q", "-t", tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker build {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        BuiltImage(tag.to_string())
+    }
+}
+
+impl Drop for BuiltImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}

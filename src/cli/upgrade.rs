@@ -116,11 +116,14 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
             t
         };
         if args.dry_run {
+            upgrade::discard_plan(session.cx().engine, &plan)?;
             return out.emit(&plan, || text);
         }
         eprintln!("{text}");
     }
-    if !args.yes && !confirm()? {
+    let confirmed = args.yes || confirm()?;
+    if !confirmed {
+        upgrade::discard_plan(session.cx().engine, &plan)?;
         bail!("upgrade cancelled; nothing was changed");
     }
     let repo = repository::open(Some(site), &args.repo.options(), true)?;
@@ -130,7 +133,8 @@ pub fn upgrade(site: &Site, args: &UpgradeArgs, out: &Output) -> Result<()> {
 
 fn confirm() -> Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!("this upgrade stops the instance: pass --yes to run it without a terminal to confirm on");
+        eprintln!("this upgrade stops the instance: pass --yes to run it without a terminal to confirm on");
+        return Ok(false);
     }
     eprint!("proceed? [y/N] ");
     std::io::stderr().flush()?;

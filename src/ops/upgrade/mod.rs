@@ -17,6 +17,15 @@ mod steps;
 
 pub use journal::{describe, journal, journals, Journal, State, Step, Strategy, STEPS};
 pub use pg_upgrade::OldCluster;
+
+/// Undoes what planning made (the `pg_upgrade` preflight's scratch
+/// volume) when the plan is not run: `--dry-run`, or cancelled.
+pub fn discard_plan(engine: &crate::docker::Engine, plan: &Plan) -> anyhow::Result<()> {
+    match &plan.pg_upgrade {
+        Some(_) => pg_upgrade::remove_scratch(engine, &plan.new),
+        None => Ok(()),
+    }
+}
 pub use plan::{plan, Plan, UpgradeOptions};
 pub use rollback::{finished_rollback_warning, rollback};
 pub use steps::{resume, run};

@@ -19,7 +19,8 @@ pub const MOUNT: &str = "/upkeep-old";
 
 /// Fills the scratch volume from the old image (as root, no network): the
 /// Debian layout's bindir, libdir and sharedir, the `ldd` closure of every
-/// executable and library without glibc's own, one wrapper per executable,
+/// executable and library without glibc's own (nor a program loader named
+/// by path), one wrapper per executable,
 /// and last the marker naming the image it came from. `$1` major, `$2`
 /// image id.
 const BUILD: &str = r#"set -eu
@@ -33,7 +34,7 @@ cp -a "/usr/lib/postgresql/$M" "$O/real/usr/lib/postgresql/"
 cp -a "/usr/share/postgresql/$M" "$O/real/usr/share/postgresql/"
 for f in "/usr/lib/postgresql/$M"/bin/* "/usr/lib/postgresql/$M"/lib/*.so; do ldd "$f" 2>/dev/null || true; done |
   awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | sort -u | while read -r n p; do
-    case "$n" in libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|libresolv*|ld-linux*|libutil*) continue ;; esac
+    case "$n" in */*|libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|libresolv*|ld-linux*|libutil*) continue ;; esac
     cp -L "$p" "$O/libs/$n"
   done
 for f in "$O/real/usr/lib/postgresql/$M"/bin/*; do

@@ -52,7 +52,7 @@ pub struct OldCluster {
 
 /// Removes the scratch volume of the upgrade to instance `new`, if any
 /// (only when it is that instance's).
-pub(super) fn remove_scratch(engine: &Engine, new: &str) -> Result<()> {
+pub fn remove_scratch(engine: &Engine, new: &str) -> Result<()> {
     let name = volume_name(new);
     if engine.volume(&name)?.is_some() {
         engine.ensure_helper_volume(&name, new)?;
@@ -105,6 +105,7 @@ pub(super) fn preflight(
         &new_image,
         &facts.new_bindir,
     )? {
+        remove_scratch(engine, &new.rec.name)?;
         return Ok(Err(why));
     }
     let (code, described) = engine.run_as(
@@ -118,6 +119,7 @@ pub(super) fn preflight(
     )?;
     facts.new_settings = conf::described_names(&described);
     if code != 0 || facts.new_settings.len() < 100 {
+        remove_scratch(engine, &new.rec.name)?;
         return Ok(Err(format!(
             "`postgres --describe-config` in {new_image} failed (exit {code})"
         )));
@@ -197,7 +199,7 @@ fn read_old_cluster(
         )));
     }
     let segment: u64 = segment.parse().unwrap_or(0);
-    if segment == 0 || segment % (1 << 20) != 0 {
+    if segment == 0 || !segment.is_multiple_of(1 << 20) {
         return Ok(Err(format!("unexpected WAL segment size {segment}")));
     }
     Ok(Ok(OldCluster {

@@ -240,10 +240,7 @@ fn write_carried(
 /// A small text file at the root of a volume ("" when it has none).
 fn read_volume_file(engine: &Engine, volume: &str, image: &str, name: &str) -> Result<String> {
     const LIMIT: u64 = 4 << 20;
-    let archive = match engine.read_volume_path(volume, image, name) {
-        Ok(a) => a,
-        Err(e) => return Err(e),
-    };
+    let archive = engine.read_volume_path(volume, image, name)?;
     let mut tar = tar::Archive::new(archive);
     let entries = match tar.entries() {
         Ok(e) => e,
