@@ -3,7 +3,7 @@
 #
 #   bench/bench.sh repo [SIZE_MIB...]     repository ingest vs restic, borg, gzip, zstd
 #   bench/bench.sh backup [SCALE]         upkeep backup/restore vs the seed page's commands
-#   bench/bench.sh upgrade [SCALE]        upkeep upgrade downtime vs raw copy / dump+restore by hand
+#   bench/bench.sh upgrade [SCALE]        upkeep upgrade downtime (copy, pg_upgrade, dump) vs raw copy / dump+restore by hand
 #   bench/bench.sh backup,upgrade [SCALE] both on one pgbench fill (saves the fill)
 #   bench/bench.sh physical [SCALE]       backup --physical vs logical: time, growth, restore
 #
@@ -557,6 +557,18 @@ upgrade_round() {
   timed rollback "$UPKEEP" --site "$SITE" rollback "$u11"
   remove_instance "$u11"
 
+  # --- upkeep upgrade v1.0.0 -> v2.0.0 (pg_upgrade, issue 13), rolled back
+  local u17="${P}u17r$ROUND"
+  ptimed upg_pgup "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "$u17" --yes --strategy pg_upgrade
+  dt=$(journal_downtime "$SRC")
+  [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
+  record dt_pgup "$(calc "printf \"%.2f\", $dt")"
+  PHASES_PGUP=$(journal_phases "$SRC")
+  local rows17; rows17=$(accounts "$(pg_of "$u17")")
+  [[ $rows17 == "$ROWS" ]] || die "pg_upgrade'd v2.0.0 instance has $rows17 accounts, expected $ROWS"
+  up rollback "$u17" --yes >/dev/null 2>&1 || die "rollback of $u17 failed"
+  remove_instance "$u17"
+
   # --- pg_dump -Fc | pg_restore by hand into a fresh v2.0.0 instance (the old one's app stopped)
   local hand="${P}handr$ROUND"
   timed hand_up "$UPKEEP" --site "$SITE" up v2.0.0 --as "$hand"
@@ -591,13 +603,15 @@ bench_upgrade() {
   data_line
   out "- Downtime of \`upkeep upgrade\`: \`downtime_secs\` of its journal (from stopping the old instance's services to the new one verified: row counts equal)."
   run_rounds upgrade upgrade_round
-  local raw=${T[raw]} dt_copy=${T[dt_copy]} dt_dump=${T[dt_dump]}
-  local phases_copy=$PHASES_COPY phases_dump=$PHASES_DUMP
+  local raw=${T[raw]} dt_copy=${T[dt_copy]} dt_dump=${T[dt_dump]} dt_pgup=${T[dt_pgup]}
+  local phases_copy=$PHASES_COPY phases_dump=$PHASES_DUMP phases_pgup=$PHASES_PGUP
   out ""
   out "| upgrade | by hand: s | upkeep downtime: s | upkeep / by hand | target | upkeep whole command: s |"
   out "| --- | ---: | ---: | ---: | --- | ---: |"
   out "| v1.0.0 → v1.1.0, \`--strategy copy\` vs raw \`cp -a\` of both volumes (postgres_data ${T[raw_postgres_data]} s + postgres_backups ${T[raw_postgres_backups]} s), instance stopped | $raw$(rounds_of raw) | $dt_copy$(rounds_of dt_copy) | **$(ratio "$dt_copy" "$raw")**$(ratio_rounds dt_copy raw) | ≤ 1.5× $(verdict "$dt_copy <= 1.5*$raw") | ${T[upg_copy]} |"
   out "| v1.0.0 → v2.0.0 (Postgres 15 → 17), \`--strategy dump\` vs \`pg_dump -Fc \| pg_restore\` by hand | ${T[hand_dump]}$(rounds_of hand_dump) | $dt_dump$(rounds_of dt_dump) | **$(ratio "$dt_dump" "${T[hand_dump]}")**$(ratio_rounds dt_dump hand_dump) | ≤ 1.2× $(verdict "$dt_dump <= 1.2*${T[hand_dump]}") | ${T[upg_dump]} |"
+  out "| v1.0.0 → v2.0.0 (Postgres 15 → 17), \`--strategy pg_upgrade\` vs raw \`cp -a\` of both volumes | $raw$(rounds_of raw) | $dt_pgup$(rounds_of dt_pgup) | **$(ratio "$dt_pgup" "$raw")**$(ratio_rounds dt_pgup raw) | ≤ 1.5× $(verdict "$dt_pgup <= 1.5*$raw") | ${T[upg_pgup]} |"
+  out "| *context*: \`--strategy pg_upgrade\` vs \`--strategy dump\` downtime | ${T[dt_dump]} | $dt_pgup | $(ratio "$dt_pgup" "$dt_dump") | – | |"
   local hand_copy_all hand_dump_all
   hand_copy_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + $raw + ${T[raw_start]}")
   hand_dump_all=$(calc "printf \"%.2f\", ${T[raw_stop]} + ${T[hand_up]} + ${T[hand_dump]} + ${T[raw_postgres_backups]}")
@@ -609,6 +623,12 @@ bench_upgrade() {
   out "| phase | s |"
   out "| --- | ---: |"
   out "$phases_copy"
+  out ""
+  out "Phases of the pg_upgrade upgrade's downtime (last round; the last three come after it):"
+  out ""
+  out "| phase | s |"
+  out "| --- | ---: |"
+  out "$phases_pgup"
   out ""
   out "Phases of the dump upgrade's downtime (last round):"
   out ""
