@@ -445,6 +445,39 @@ data_line() {
 # record KEY VALUE: a derived time (a sum of steps) of this round, like timed's.
 record() { T[$1]=$2; R[$1]="${R[$1]:+${R[$1]} }$2"; }
 
+# The path an administrator who knows restic would script (issue 13, item 3):
+# backup = `pg_dump -Fc | restic backup --stdin` plus `restic backup` of the
+# volume's folder on the host, first and unchanged second; restore = `upkeep up`
+# of a fresh instance, `restic dump … | pg_restore --no-owner`, `restic restore`
+# of the folder into the new volume's. Fresh repository each round.
+restic_round() {
+  local pg=$1 vol=$2 rr="$WORK/restic-$ROUND" mnt mnt2 pg2
+  export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
+  mnt=$(docker volume inspect -f '{{.Mountpoint}}' "$vol")
+  restic -q -r "$rr" init >/dev/null
+  local i
+  for i in 1 2; do
+    sh_timed "rs_dump$i" "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | restic -q -r $rr backup --stdin --stdin-filename $ENVDB.dump >/dev/null"
+    sh_timed "rs_vol$i" "cd $mnt && restic -q -r $rr backup . >/dev/null"
+    record "rs_b$i" "$(calc "printf \"%.2f\", ${T[rs_dump$i]} + ${T[rs_vol$i]}")"
+  done
+  RS_REPO=$(dsize "$rr")
+  timed rs_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}rs$ROUND"
+  pg2=$(pg_of "${P}rs$ROUND"); mnt2=$(docker volume inspect -f '{{.Mountpoint}}' "$(vol_of "${P}rs$ROUND" postgres_backups)")
+  local dump_snap vol_snap
+  dump_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] | endswith(\"$ENVDB.dump\"))) | last | .short_id")
+  vol_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] == \"$mnt\")) | last | .short_id")
+  sh_timed rs_restore_db "restic -r $rr dump $dump_snap /$ENVDB.dump | docker exec -i -u postgres $pg2 pg_restore --no-owner -U $ENVU -d $ENVDB"
+  # restic 0.14 restores a snapshot under its full path: into a folder beside
+  # the new volume's, then moved into it (same file system: renames)
+  sh_timed rs_restore_vol "restic -q -r $rr restore $vol_snap --target $mnt2.rs >/dev/null && shopt -s dotglob && mv $mnt2.rs$mnt/* $mnt2/ && rm -rf $mnt2.rs"
+  record rs_r "$(calc "printf \"%.2f\", ${T[rs_up]} + ${T[rs_restore_db]} + ${T[rs_restore_vol]}")"
+  local rows; rows=$(accounts "$pg2")
+  [[ $rows == "$ROWS" ]] || log "WARNING: restic-path restore has $rows accounts, expected $ROWS"
+  remove_instance "${P}rs$ROUND"
+  rm -rf "$rr"
+}
+
 # One round of the backup benchmark, each repository and instance fresh.
 backup_round() {
   local pg=$1 vol=$2 snap pg2 vol2 repo="$WORK/repo-$ROUND"
@@ -485,6 +518,7 @@ backup_round() {
   [[ $ROUND == "$ROUNDS" ]] || rm -rf "$repo"
   record seed_r "$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")"
   record seed_r_noup "$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")"
+  restic_round "$pg" "$vol"
 }
 
 bench_backup() {
@@ -516,6 +550,16 @@ bench_backup() {
   out "| restore: seed without its \`upkeep up\` (psql + untar only) | $seed_r_noup | ${T[up_restore]} | $(ratio "$seed_r_noup" "${T[up_restore]}") | |"
   out ""
   out "Stored (last round): the repository after the first upkeep backup $(mib_b "$repo_after1") MiB, after the unchanged second $(mib_b "$repo_after2") MiB (+$(pct "$repo_after2" "$repo_after1")); the --online backup's fresh repository $(mib_b "$repo_online") MiB; the seed's files $(mib_b "$((dump_sz + tar_sz))") MiB (dump.sql.gz + vol.tar)."
+  out ""
+  out "The restic path (issue 13, item 3: what an administrator who knows restic would script; fresh restic repository each round, restic $(restic version | cut -d' ' -f2)):"
+  out ""
+  out "| step | restic path: s | upkeep: s | restic / upkeep | target |"
+  out "| --- | ---: | ---: | ---: | --- |"
+  out "| first backup: \`pg_dump -Fc \| restic backup --stdin\` (${T[rs_dump1]} s) + \`restic backup\` of the volume folder (${T[rs_vol1]} s) vs \`upkeep backup\` | ${T[rs_b1]}$(rounds_of rs_b1) | ${T[up_backup]} | **$(ratio "${T[rs_b1]}" "${T[up_backup]}")**$(ratio_rounds rs_b1 up_backup) | ≥ 1.2× $(verdict "${T[rs_b1]} >= 1.2*${T[up_backup]}") |"
+  out "| unchanged second backup | ${T[rs_b2]}$(rounds_of rs_b2) | ${T[up_backup2]} | **$(ratio "${T[rs_b2]}" "${T[up_backup2]}")**$(ratio_rounds rs_b2 up_backup2) | ≥ 1.2× $(verdict "${T[rs_b2]} >= 1.2*${T[up_backup2]}") |"
+  out "| restore: \`upkeep up\` (${T[rs_up]} s) + \`restic dump \| pg_restore --no-owner\` (${T[rs_restore_db]} s) + \`restic restore\` of the folder (${T[rs_restore_vol]} s) vs \`upkeep restore\` (logical) | ${T[rs_r]}$(rounds_of rs_r) | ${T[up_restore]} | **$(ratio "${T[rs_r]}" "${T[up_restore]}")**$(ratio_rounds rs_r up_restore) | ≥ 1.0× $(verdict "${T[rs_r]} >= ${T[up_restore]}") |"
+  out ""
+  out "restic's repository after both backups (last round): $(mib_b "$RS_REPO") MiB."
   out ""
   out "Targets: backup ≥ 3× faster than the seed's commands: $(ratio "$seed_b" "${T[up_backup]}") $(verdict "$seed_b >= 3*${T[up_backup]}") (--online: $(ratio "$seed_b" "${T[up_backup_online]}") $(verdict "$seed_b >= 3*${T[up_backup_online]}"); unchanged second backup: $(ratio "$seed_b" "${T[up_backup2]}") $(verdict "$seed_b >= 3*${T[up_backup2]}")); restore ≥ 2× faster: $(ratio "$seed_r" "${T[up_restore]}") $(verdict "$seed_r >= 2*${T[up_restore]}")."
 }

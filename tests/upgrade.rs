@@ -237,11 +237,12 @@ fn kill_9_in_a_pg_upgrade_then_resume_or_rollback_loses_nothing() {
     site.track(&new);
     let digest = setup(&site, &["v1.0.0", "v2.0.0"], &old, 5_000);
     let old_volume = format!("{old}_postgres_data");
-    // After the staging copy is complete, after pg_upgrade linked it, and
-    // after the new cluster is in place (the step's end); before, the
-    // pre-copy. The old volume as it was once the old Postgres stopped is
+    // After the check on a physical copy, after the pre-copy, after the
+    // staging copy is complete, after pg_upgrade linked it, and after the
+    // new cluster is in place (the step's end). The old volume as it was once the old Postgres stopped is
     // what every rollback finds.
     let steps = [
+        "pre-copy:check",
         "pre-copy",
         "migrate-data:staging",
         "migrate-data:pg_upgrade",
@@ -560,4 +561,57 @@ impl Drop for BuiltImage {
             .args(["rmi", "-f", &self.0])
             .output();
     }
+}
+
+/// What `pg_upgrade --check` refuses (a reg* type in a user table) stops
+/// the upgrade before the downtime: the old instance was never stopped,
+/// nothing of the new one is left, and the error says what to do.
+#[test]
+fn a_cluster_pg_upgrade_refuses_stops_the_upgrade_before_the_downtime() {
+    let site = TestSite::new();
+    let (old, new) = (unique("pgcold"), unique("pgcnew"));
+    site.track(&old);
+    site.track(&new);
+    let digest = setup(&site, &["v1.0.0", "v2.0.0"], &old, 1_000);
+    psql(
+        &old,
+        "CREATE TABLE handlers(f regproc); INSERT INTO handlers VALUES ('now')",
+    );
+    let started = container_started_at(&old);
+    let err = site.fails(&["upgrade", &old, "--to", "v2.0.0", "--as", &new, "--yes"]);
+    assert!(
+        err.contains("pre-copy")
+            && err.contains("reg*")
+            && err.contains("--strategy dump")
+            && err.contains("old instance was touched"),
+        "{err}"
+    );
+    assert_eq!(state(&site, &old), "running");
+    assert_eq!(
+        container_started_at(&old),
+        started,
+        "the old Postgres was never restarted"
+    );
+    assert_eq!(table_digest(&old, "items"), digest);
+    assert_eq!(journal(&site, &old)["state"], "failed");
+    for v in [
+        format!("{new}_postgres_data"),
+        format!("{new}_upkeep-pg-old"),
+    ] {
+        assert!(!volume_exists(&v), "{v} is removed");
+    }
+}
+
+/// When the old instance's Postgres container last started.
+fn container_started_at(project: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}}",
+            &container(project, "postgres"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

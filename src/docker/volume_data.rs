@@ -156,6 +156,19 @@ impl Engine {
             .with_context(|| format!("writing into volume {volume}"))
     }
 
+    /// Unpacks a tar stream into existing folder `sub` of `volume`.
+    pub fn write_volume_at<R: Read + Send + 'static>(
+        &self,
+        volume: &str,
+        sub: &str,
+        image: &str,
+        tar: R,
+    ) -> Result<()> {
+        let container = self.helper_container(volume, image, false)?;
+        self.upload(container, &format!("{MOUNT}/{sub}"), tar)
+            .with_context(|| format!("writing into {sub} of volume {volume}"))
+    }
+
     /// Unpacks `tar` at `path` of the helper `container`, then removes it.
     fn upload<R: Read + Send + 'static>(
         &self,

@@ -292,6 +292,10 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     // Whole seconds at or before now; a write in the same tick of the
     // kernel's coarse clock as this moment could carry a ctime that is not
     // newer, so the copy starts a few ticks later.
+    if j.strategy == Strategy::PgUpgrade {
+        pg_upgrade::check_before_downtime(cx, old, &new, j)?;
+        crash_point("pre-copy:check");
+    }
     let since = unix_now().floor() as i64;
     std::thread::sleep(Duration::from_millis(50));
     copy_volumes(engine, old, &new, j.strategy, None)?;

@@ -10,6 +10,7 @@
 //! that can wait until the new instance serves.
 
 mod binaries;
+mod check;
 mod run;
 
 use anyhow::Result;
@@ -20,6 +21,7 @@ use crate::ops::Target;
 use crate::postgres::{conf, Server};
 
 pub use binaries::volume_name;
+pub(super) use check::check_before_downtime;
 pub(super) use run::{after_start, empty_new_volume, migrate};
 
 /// Staging folder of the old cluster, and of the new one, on the new volume.

@@ -28,7 +28,8 @@ printf 'local all all trust\n' >"$W/old/pg_hba.conf"
 "#;
 
 /// As `postgres` in the new image: initdb beside the staging copy, then
-/// `pg_upgrade --check` and `--link`. `$1` new bindir, `$2` install user,
+/// `pg_upgrade --link` (its checks ran before the downtime, on a physical
+/// copy; `--link` runs them again itself). `$1` new bindir, `$2` install user,
 /// then initdb's options. On failure, pg_upgrade's own reports.
 const UPGRADE: &str = r#"set -u
 N=$1 U=$2; shift 2
@@ -41,7 +42,6 @@ report() {
 }
 "$N/initdb" -D "$W/new" -U "$U" --auth=trust "$@" >/tmp/out 2>&1 || { echo "initdb failed:"; cat /tmp/out; exit 2; }
 set -- -b /upkeep-old/bin -B "$N" -d "$W/old" -D "$W/new" -U "$U" --socketdir=/tmp -p 50432 -P 50433 -j 2
-"$N/pg_upgrade" "$@" --check >/tmp/out 2>&1 || report --check
 "$N/pg_upgrade" "$@" --link >/tmp/out 2>&1 || report --link
 sync
 "#;
@@ -114,21 +114,12 @@ pub(in crate::ops::upgrade) fn migrate(
         bail!("{why}; roll back and run again with --strategy dump");
     }
     let at_v = [(new_volume.as_str(), "/v", false)];
-    phase(
-        j,
-        "pg_upgrade --check, then --link, into a new cluster",
-        || {
-            helper(engine, &new_image, None, PREPARE, &[], &at_v)?;
-            let mut args = vec![facts.new_bindir.clone(), facts.install_user.clone()];
-            args.extend(facts.initdb_options());
-            let mounts = [
-                (new_volume.as_str(), "/v", false),
-                (facts.scratch_volume.as_str(), binaries::MOUNT, true),
-            ];
-            helper(engine, &new_image, Some("postgres"), UPGRADE, &args, &mounts)
+    phase(j, "pg_upgrade --link into a new cluster", || {
+        helper(engine, &new_image, None, PREPARE, &[], &at_v)?;
+        facts
+            .run_with_both(engine, &new_image, &new_volume, UPGRADE)
             .context("pg_upgrade refused the old cluster; the upgrade rolls back: run it again with --strategy dump")
-        },
-    )?;
+    })?;
     crash_point("migrate-data:pg_upgrade");
     let notes = phase(
         j,
@@ -170,7 +161,7 @@ pub(in crate::ops::upgrade) fn empty_new_volume(engine: &Engine, new: &Target) -
 }
 
 /// The old and new Postgres data volumes.
-fn data_volumes(old: &Target, new: &Target) -> Result<(String, String)> {
+pub(super) fn data_volumes(old: &Target, new: &Target) -> Result<(String, String)> {
     let key = &old.postgres()?.data_volume;
     let from = old.data_volumes().get(key).cloned();
     let to = new.rec.volumes.get(&new.postgres()?.data_volume).cloned();
@@ -180,7 +171,7 @@ fn data_volumes(old: &Target, new: &Target) -> Result<(String, String)> {
     }
 }
 
-fn helper(
+pub(super) fn helper(
     engine: &Engine,
     image: &str,
     user: Option<&str>,
@@ -302,5 +293,26 @@ pub(in crate::ops::upgrade) fn after_start(cx: &Ctx, new: &Target, j: &mut Journ
     }
     if let Err(e) = super::remove_scratch(engine, &new.rec.name) {
         tracing::warn!("could not remove the scratch volume: {e:#}");
+    }
+}
+
+impl OldCluster {
+    /// Runs one of the `postgres` user's scripts in the new image, with the
+    /// new volume at /v and the old binaries at [`binaries::MOUNT`]: `$1`
+    /// the new bindir, `$2` the install user, then initdb's options.
+    pub(super) fn run_with_both(
+        &self,
+        engine: &Engine,
+        image: &str,
+        new_volume: &str,
+        script: &str,
+    ) -> Result<()> {
+        let mut args = vec![self.new_bindir.clone(), self.install_user.clone()];
+        args.extend(self.initdb_options());
+        let mounts = [
+            (new_volume, "/v", false),
+            (self.scratch_volume.as_str(), binaries::MOUNT, true),
+        ];
+        helper(engine, image, Some("postgres"), script, &args, &mounts)
     }
 }
