@@ -194,6 +194,11 @@ fn every_database_is_upgraded_from_15_to_17_and_restored_from_a_backup() {
     let upgrade = ["upgrade", &old, "--to", "v2.0.0", "--as", &new, "--yes"];
     let plan = site.ok(&[&upgrade[..], &["--dry-run"]].concat());
     assert!(plan.contains("strategy pg_upgrade"), "{plan}");
+    assert!(
+        plan.contains("database analytics: 1 index(es) on collation de_icu (ICU 153.")
+            && plan.contains("REINDEX CONCURRENTLY"),
+        "the plan names the index on the ICU collation: {plan}"
+    );
     let mut cmd = site.command(&[&upgrade[..], &["-v"]].concat());
     cmd.env("UPKEEP_CRASH_AFTER", "stop-old");
     let killed = cmd.output().unwrap();

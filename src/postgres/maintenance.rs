@@ -29,7 +29,38 @@ UNION ALL \
 SELECT format('ALTER DATABASE %I REFRESH COLLATION VERSION', datname) FROM pg_database \
 WHERE datname = current_database() AND datcollversion IS DISTINCT FROM pg_database_collation_actual_version(oid);";
 
+/// Indexes on collations that record a version (which a new C library or
+/// ICU may change), per collation, and the database's own recorded version.
+const VERSIONED_SQL: &str = "\
+SELECT format('%s (%s %s)', c.collname, CASE c.collprovider WHEN 'i' THEN 'ICU' ELSE 'libc' END, c.collversion), \
+  count(DISTINCT i.indexrelid) \
+FROM pg_index i JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid \
+  AND d.refclassid = 'pg_collation'::regclass \
+JOIN pg_collation c ON c.oid = d.refobjid \
+WHERE coalesce(c.collversion, '') <> '' GROUP BY 1 \
+UNION ALL \
+SELECT format('the default collation (%s)', datcollversion), NULL FROM pg_database \
+WHERE datname = current_database() AND coalesce(datcollversion, '') <> '';";
+
 impl Server {
+    /// For the plan: per database, what depends on a versioned collation
+    /// (`database: N index(es) on COLLATION (provider version)`).
+    pub fn versioned_collations(&self, engine: &Engine) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for db in self.databases(engine)? {
+            for line in self.on(&db.name).query(engine, VERSIONED_SQL)?.lines() {
+                match line.split_once('\t') {
+                    Some((what, n)) if !n.is_empty() => out.push(format!(
+                        "database {}: {n} index(es) on collation {what}",
+                        db.name
+                    )),
+                    _ => out.push(format!("database {}: {}", db.name, line.trim())),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Rebuilds what a collation version change made wrong, database by
     /// database; returns what it ran (`database: statement`).
     pub fn refresh_collations(&self, engine: &Engine) -> Result<Vec<String>> {

@@ -134,6 +134,9 @@ pub fn plan(
         ));
     }
     let (strategy, why, pg_upgrade) = choose_strategy(engine, &old, &new, opts.strategy)?;
+    if let Some(c) = &pg_upgrade {
+        warnings.extend(c.collation_notes.iter().cloned());
+    }
     check_space(site, engine, &old)?;
     warnings.extend(env_changes(site, &old, &new)?);
     let new_ports: Vec<String> = new

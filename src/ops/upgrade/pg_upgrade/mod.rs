@@ -50,6 +50,10 @@ pub struct OldCluster {
     /// Parameter names the new server knows (`postgres --describe-config`).
     #[serde(default)]
     pub new_settings: Vec<String>,
+    /// For the plan: what depends on versioned collations, and whether the
+    /// new image's C library and ICU differ from the old one's.
+    #[serde(default)]
+    pub collation_notes: Vec<String>,
 }
 
 /// Removes the scratch volume of the upgrade to instance `new`, if any
@@ -126,7 +130,44 @@ pub(super) fn preflight(
             "`postgres --describe-config` in {new_image} failed (exit {code})"
         )));
     }
+    facts.collation_notes = collation_notes(engine, &server, &old_image, &new_image)?;
     Ok(Ok(facts))
+}
+
+/// `ldd --version`'s first line and the ICU library's file name, in an image.
+const LIBRARIES: &str =
+    "ldd --version 2>&1 | head -n 1; ls /usr/lib/*/libicuuc.so.[0-9]* 2>/dev/null | head -n 1";
+
+/// pg_upgrade keeps the old indexes: those on a collation whose version the
+/// new image's C library or ICU changes sort wrongly until rebuilt. The
+/// plan says which exist and whether the libraries differ; the actual
+/// versions are compared after the start (`after_start`).
+fn collation_notes(
+    engine: &Engine,
+    server: &Server,
+    old_image: &str,
+    new_image: &str,
+) -> Result<Vec<String>> {
+    let versioned = server.versioned_collations(engine)?;
+    if versioned.is_empty() {
+        return Ok(Vec::new());
+    }
+    let libs = |image: &str| -> Result<String> {
+        let out = engine.run_once(image, &["sh", "-c", LIBRARIES])?;
+        Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let (old_libs, new_libs) = (libs(old_image)?, libs(new_image)?);
+    let verdict = if old_libs == new_libs {
+        format!("the new image has the same C library and ICU ({new_libs}): nothing should need rebuilding")
+    } else {
+        format!(
+            "the C library or ICU differ ({old_libs} → {new_libs}): after the start, where a collation's version changed, its indexes are rebuilt with REINDEX CONCURRENTLY (outside the downtime) and the version refreshed"
+        )
+    };
+    Ok(versioned
+        .into_iter()
+        .map(|v| format!("pg_upgrade keeps indexes as they are; {v}; {verdict}"))
+        .collect())
 }
 
 /// Why the data volume is not what the server uses as its data folder
@@ -218,6 +259,7 @@ fn read_old_cluster(
         new_bindir: String::new(),
         scratch_volume: String::new(),
         new_settings: Vec::new(),
+        collation_notes: Vec::new(),
     }))
 }
 
