@@ -468,9 +468,8 @@ restic_round() {
   dump_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] | endswith(\"$ENVDB.dump\"))) | last | .short_id")
   vol_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] == \"$mnt\")) | last | .short_id")
   sh_timed rs_restore_db "restic -r $rr dump $dump_snap /$ENVDB.dump | docker exec -i -u postgres $pg2 pg_restore --no-owner -U $ENVU -d $ENVDB"
-  # restic 0.14 restores a snapshot under its full path: into a folder beside
-  # the new volume's, then moved into it (same file system: renames)
-  sh_timed rs_restore_vol "restic -q -r $rr restore $vol_snap --target $mnt2.rs >/dev/null && shopt -s dotglob && mv $mnt2.rs$mnt/* $mnt2/ && rm -rf $mnt2.rs"
+  # backed up from inside the folder (`backup .`), the snapshot's files sit at its root
+  sh_timed rs_restore_vol "restic -q -r $rr restore $vol_snap --target $mnt2 >/dev/null"
   record rs_r "$(calc "printf \"%.2f\", ${T[rs_up]} + ${T[rs_restore_db]} + ${T[rs_restore_vol]}")"
   local rows; rows=$(accounts "$pg2")
   [[ $rows == "$ROWS" ]] || log "WARNING: restic-path restore has $rows accounts, expected $ROWS"

@@ -69,7 +69,7 @@ fn same_major_upgrade_copies_and_cross_major_upgrade_dumps() {
 
     let plan = site.ok(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--dry-run"]);
     assert!(
-        plan.contains("strategy Copy") && plan.contains("APP_FEATURE_X"),
+        plan.contains("strategy copy") && plan.contains("APP_FEATURE_X"),
         "{plan}"
     );
     assert_eq!(state(&site, &old), "running", "--dry-run changes nothing");
