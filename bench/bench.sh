@@ -597,7 +597,7 @@ upgrade_round() {
   PHASES_COPY=$(journal_phases "$SRC")
   local rows11; rows11=$(accounts "$(pg_of "$u11")")
   [[ $rows11 == "$ROWS" ]] || die "upgraded v1.1.0 instance has $rows11 accounts, expected $ROWS"
-  timed rollback "$UPKEEP" --site "$SITE" rollback "$u11"
+  timed rollback "$UPKEEP" --site "$SITE" rollback "$u11" --yes
   remove_instance "$u11"
 
   # --- upkeep upgrade v1.0.0 -> v2.0.0 (pg_upgrade, issue 13), rolled back
@@ -634,7 +634,7 @@ upgrade_round() {
   local rows20; rows20=$(accounts "$(pg_of "$u20")")
   [[ $rows20 == "$ROWS" ]] || die "upgraded v2.0.0 instance has $rows20 accounts, expected $ROWS"
   if [[ $ROUND != "$ROUNDS" ]]; then
-    up rollback "$u20" >/dev/null 2>&1 || die "rollback of $u20 failed"
+    up rollback "$u20" --yes >/dev/null 2>&1 || die "rollback of $u20 failed"
     remove_instance "$u20"
   fi
 }
