@@ -48,12 +48,18 @@ impl Engine {
             }
             return Ok(existing);
         }
-        let labels = self.owned_labels([
-            ("com.docker.compose.project", project),
-            ("com.docker.compose.volume", key),
-            ("com.docker.compose.version", compose_version),
-            (crate::ownership::INSTANCE_LABEL, project),
-        ]);
+        self.create_volume(
+            name,
+            self.owned_labels([
+                ("com.docker.compose.project", project),
+                ("com.docker.compose.volume", key),
+                ("com.docker.compose.version", compose_version),
+                (crate::ownership::INSTANCE_LABEL, project),
+            ]),
+        )
+    }
+
+    fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<VolumeInfo> {
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone()),
@@ -69,30 +75,23 @@ impl Engine {
 
     /// Creates a scratch volume of instance `instance` (site labels, no
     /// compose labels: compose never sees it); an existing one is kept
-    /// when it is this instance's, refused otherwise.
+    /// when it carries exactly those labels (this site's, this instance's),
+    /// refused otherwise: an instance of another site may have the name.
     pub fn ensure_helper_volume(&self, name: &str, instance: &str) -> Result<VolumeInfo> {
-        if let Some(existing) = self.volume(name)? {
-            let owner = existing.labels.get(crate::ownership::INSTANCE_LABEL);
-            if owner.map(String::as_str) != Some(instance) {
-                bail!("volume {name} exists and is not a scratch volume of instance {instance}: refusing to write into it");
-            }
-            return Ok(existing);
-        }
         let labels = self.owned_labels([
             (crate::ownership::INSTANCE_LABEL, instance),
             ("org.upkeep.helper", "scratch"),
         ]);
-        let req = VolumeCreateRequest {
-            name: Some(name.to_string()),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        };
-        self.block_on(self.api.create_volume(req))
-            .with_context(|| format!("creating volume {name}"))?;
-        Ok(VolumeInfo {
-            name: name.to_string(),
-            labels,
-        })
+        if let Some(existing) = self.volume(name)? {
+            if labels
+                .iter()
+                .any(|(k, v)| existing.labels.get(k) != Some(v))
+            {
+                bail!("volume {name} exists and is not a scratch volume of instance {instance} of this site: refusing to write into it or remove it");
+            }
+            return Ok(existing);
+        }
+        self.create_volume(name, labels)
     }
 
     /// Disk usage per volume name in bytes (approximate: docker rounds).
