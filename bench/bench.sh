@@ -389,16 +389,24 @@ remove_instance() {  # down NAME and remove its volumes
   for v in $vols; do docker volume rm -f "$v" >/dev/null 2>&1 || true; done
 }
 
+remove_all_instances() {  # of the benchmark's own site, between scales
+  local n
+  for n in $(up status --json | jq -r '(if type=="array" then . else [.] end)[].name'); do
+    remove_instance "$n"
+  done
+}
+
 SRC=""; DB_BYTES=0; VOL_BYTES=0; SCALE=70
-setup_instance() {  # installs releases, starts v1.0.0 as ${P}src, fills it
-  local b; b=$(bundles)
+install_releases() {
+  local b v; b=$(bundles)
   mkdir -p "$SITE"
-  local v
   for v in "$@"; do
     log "install $v"
     up install "$b/upkeep-sample-$v" >&2
   done
-  SRC="${P}src"
+}
+setup_instance() {  # starts v1.0.0 as ${P}src<SCALE>, fills it
+  SRC="${P}src$SCALE"
   log "up v1.0.0 --as $SRC"
   up up v1.0.0 --as "$SRC" >&2
   local home pg
@@ -451,7 +459,7 @@ record() { T[$1]=$2; R[$1]="${R[$1]:+${R[$1]} }$2"; }
 # of a fresh instance, `restic dump … | pg_restore --no-owner`, `restic restore`
 # of the folder into the new volume's. Fresh repository each round.
 restic_round() {
-  local pg=$1 vol=$2 rr="$WORK/restic-$ROUND" mnt mnt2 pg2
+  local pg=$1 vol=$2 rr="$WORK/restic-s$SCALE-r$ROUND" mnt mnt2 pg2
   export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
   mnt=$(docker volume inspect -f '{{.Mountpoint}}' "$vol")
   restic -q -r "$rr" init >/dev/null
@@ -462,8 +470,8 @@ restic_round() {
     record "rs_b$i" "$(calc "printf \"%.2f\", ${T[rs_dump$i]} + ${T[rs_vol$i]}")"
   done
   RS_REPO=$(dsize "$rr")
-  timed rs_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}rs$ROUND"
-  pg2=$(pg_of "${P}rs$ROUND"); mnt2=$(docker volume inspect -f '{{.Mountpoint}}' "$(vol_of "${P}rs$ROUND" postgres_backups)")
+  timed rs_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}rss${SCALE}r$ROUND"
+  pg2=$(pg_of "${P}rss${SCALE}r$ROUND"); mnt2=$(docker volume inspect -f '{{.Mountpoint}}' "$(vol_of "${P}rss${SCALE}r$ROUND" postgres_backups)")
   local dump_snap vol_snap
   dump_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] | endswith(\"$ENVDB.dump\"))) | last | .short_id")
   vol_snap=$(restic -r "$rr" snapshots --json | jq -r "map(select(.paths[0] == \"$mnt\")) | last | .short_id")
@@ -473,13 +481,13 @@ restic_round() {
   record rs_r "$(calc "printf \"%.2f\", ${T[rs_up]} + ${T[rs_restore_db]} + ${T[rs_restore_vol]}")"
   local rows; rows=$(accounts "$pg2")
   [[ $rows == "$ROWS" ]] || log "WARNING: restic-path restore has $rows accounts, expected $ROWS"
-  remove_instance "${P}rs$ROUND"
+  remove_instance "${P}rss${SCALE}r$ROUND"
   rm -rf "$rr"
 }
 
 # One round of the backup benchmark, each repository and instance fresh.
 backup_round() {
-  local pg=$1 vol=$2 snap pg2 vol2 repo="$WORK/repo-$ROUND"
+  local pg=$1 vol=$2 snap pg2 vol2 repo="$WORK/repo-s$SCALE-r$ROUND"
   # --- backup: seed first, then upkeep (the database is in the page cache for both)
   sh_timed seed_dump "docker exec $pg pg_dump -U $ENVU $ENVDB | gzip -9 > $WORK/dump.sql.gz"
   sh_timed seed_tar "docker run --rm --name ${P}tar -v $vol:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > $WORK/vol.tar"
@@ -502,18 +510,18 @@ backup_round() {
   DUMP_SZ=$(stat -c %s "$WORK/dump.sql.gz"); TAR_SZ=$(stat -c %s "$WORK/vol.tar")
 
   # --- restore: the seed's way into a fresh instance, then upkeep restore
-  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}seed$ROUND"
-  pg2=$(pg_of "${P}seed$ROUND"); vol2=$(vol_of "${P}seed$ROUND" postgres_backups)
+  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}seeds${SCALE}r$ROUND"
+  pg2=$(pg_of "${P}seeds${SCALE}r$ROUND"); vol2=$(vol_of "${P}seeds${SCALE}r$ROUND" postgres_backups)
   sh_timed seed_psql "gunzip -c $WORK/dump.sql.gz | docker exec -i $pg2 psql -X -q -U $ENVU $ENVDB > $WORK/psql.log 2>&1"
   sh_timed seed_untar "docker run --rm -i --name ${P}untar -v $vol2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
   local seed_rows; seed_rows=$(accounts "$pg2")
   [[ $seed_rows == "$ROWS" ]] || log "WARNING: seed restore has $seed_rows accounts, expected $ROWS"
-  remove_instance "${P}seed$ROUND"
+  remove_instance "${P}seeds${SCALE}r$ROUND"
   rm -f "$WORK/dump.sql.gz" "$WORK/vol.tar"
-  ptimed up_restore "$UPKEEP" --site "$SITE" restore "$snap" --into v1.0.0 --as "${P}rst$ROUND" --repo "$repo"
-  local up_rows; up_rows=$(accounts "$(pg_of "${P}rst$ROUND")")
+  ptimed up_restore "$UPKEEP" --site "$SITE" restore "$snap" --into v1.0.0 --as "${P}rsts${SCALE}r$ROUND" --repo "$repo"
+  local up_rows; up_rows=$(accounts "$(pg_of "${P}rsts${SCALE}r$ROUND")")
   [[ $up_rows == "$ROWS" ]] || die "upkeep restore has $up_rows accounts, expected $ROWS"
-  remove_instance "${P}rst$ROUND"
+  remove_instance "${P}rsts${SCALE}r$ROUND"
   [[ $ROUND == "$ROUNDS" ]] || rm -rf "$repo"
   record seed_r "$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")"
   record seed_r_noup "$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")"
@@ -589,7 +597,7 @@ upgrade_round() {
   timed raw_start "$UPKEEP" --site "$SITE" up v1.0.0 --as "$SRC"
 
   # --- upkeep upgrade v1.0.0 -> v1.1.0 (copy)
-  local u11="${P}u11r$ROUND"
+  local u11="${P}u11s${SCALE}r$ROUND"
   ptimed upg_copy "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v1.1.0 --as "$u11" --yes --strategy copy
   local dt; dt=$(journal_downtime "$SRC")
   [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
@@ -601,7 +609,7 @@ upgrade_round() {
   remove_instance "$u11"
 
   # --- upkeep upgrade v1.0.0 -> v2.0.0 (pg_upgrade, issue 13), rolled back
-  local u17="${P}u17r$ROUND"
+  local u17="${P}u17s${SCALE}r$ROUND"
   ptimed upg_pgup "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "$u17" --yes --strategy pg_upgrade
   dt=$(journal_downtime "$SRC")
   [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
@@ -613,7 +621,7 @@ upgrade_round() {
   remove_instance "$u17"
 
   # --- pg_dump -Fc | pg_restore by hand into a fresh v2.0.0 instance (the old one's app stopped)
-  local hand="${P}handr$ROUND"
+  local hand="${P}hands${SCALE}r$ROUND"
   timed hand_up "$UPKEEP" --site "$SITE" up v2.0.0 --as "$hand"
   pg=$(pg_of "$SRC")
   local pgh; pgh=$(pg_of "$hand")
@@ -625,7 +633,7 @@ upgrade_round() {
   up up v1.0.0 --as "$SRC" >/dev/null 2>&1   # the app again, for a fair upgrade
 
   # --- upkeep upgrade v1.0.0 -> v2.0.0 (dump)
-  local u20="${P}u20r$ROUND"
+  local u20="${P}u20s${SCALE}r$ROUND"
   ptimed upg_dump "$UPKEEP" --site "$SITE" upgrade "$SRC" --to v2.0.0 --as "$u20" --yes --strategy dump
   dt=$(journal_downtime "$SRC")
   [[ -n $dt ]] || die "no downtime_secs in the journal of $SRC"
@@ -637,6 +645,24 @@ upgrade_round() {
     up rollback "$u20" --yes >/dev/null 2>&1 || die "rollback of $u20 failed"
     remove_instance "$u20"
   fi
+}
+
+# Medians of each scale's upgrade rounds, "SCALE raw copy dump pg_upgrade".
+ACROSS=()
+# across_scales SCALE...: how each downtime grows from the first scale to the last.
+across_scales() {
+  local first=${ACROSS[0]} last=${ACROSS[-1]} row
+  local -a f l; read -ra f <<< "$first"; read -ra l <<< "$last"
+  out ""
+  out "# Downtime across scales (medians of each scale's rounds, this run)"
+  out ""
+  out "| scale | raw \`cp -a\`: s | \`copy\`: s | \`dump\`: s | \`pg_upgrade\`: s | pg_upgrade / raw |"
+  out "| ---: | ---: | ---: | ---: | ---: | ---: |"
+  for row in "${ACROSS[@]}"; do
+    local -a v; read -ra v <<< "$row"
+    out "| ${v[0]} | ${v[1]} | ${v[2]} | ${v[3]} | ${v[4]} | $(ratio "${v[4]}" "${v[1]}") |"
+  done
+  out "| **${l[0]} / ${f[0]}** | $(ratio "${l[1]}" "${f[1]}") | $(ratio "${l[2]}" "${f[2]}") | $(ratio "${l[3]}" "${f[3]}") | **$(ratio "${l[4]}" "${f[4]}")** (≤ 1.3× $(verdict "${l[4]} <= 1.3*${f[4]}")) | |"
 }
 
 bench_upgrade() {
@@ -680,6 +706,7 @@ bench_upgrade() {
   out "$phases_dump"
   out ""
   out "Not in the by-hand numbers: stopping the instance (\`upkeep stop\`: ${T[raw_stop]} s), starting it (\`upkeep up\` of the stopped instance: ${T[raw_start]} s; of a fresh v2.0.0 instance: ${T[hand_up]} s), copying \`postgres_backups\` in the dump case. The whole \`upkeep upgrade\` command also takes the safety snapshot (before the downtime). \`upkeep rollback\` after the copy upgrade: ${T[rollback]} s."
+  ACROSS+=("$SCALE ${T[raw]} ${T[dt_copy]} ${T[dt_dump]} ${T[dt_pgup]}")
 }
 
 # ================================================================= physical (issue 13)
@@ -697,18 +724,26 @@ case "$WHAT" in
   repo)
     bench_repo "$@" ;;
   backup|upgrade|backup,upgrade|upgrade,backup|physical)
-    SCALE=${1:-70}
-    out "# Instance benchmarks: $WHAT, pgbench scale $SCALE"
+    [[ $# -gt 0 ]] || set -- 70
+    out "# Instance benchmarks: $WHAT, pgbench scale${2:+s} $*"
     machine; MACHINE_DONE=1
     start_monitor
-    if [[ $WHAT == upgrade ]]; then setup_instance v1.0.0 v1.1.0 v2.0.0
-    elif [[ $WHAT == backup || $WHAT == physical ]]; then setup_instance v1.0.0
-    else setup_instance v1.0.0 v1.1.0 v2.0.0; fi
-    [[ $WHAT == *backup* ]] && bench_backup
-    [[ $WHAT == *upgrade* ]] && bench_upgrade
-    [[ $WHAT == physical ]] && bench_physical
+    versions=(v1.0.0); [[ $WHAT == *upgrade* ]] && versions+=(v1.1.0 v2.0.0)
+    install_releases "${versions[@]}"
+    for SCALE in "$@"; do
+      # every scale starts from fresh measurements and a fresh source instance
+      T=(); R=(); M=(); C=(); TIMELINES=()
+      [[ -z $SRC ]] || remove_all_instances
+      out ""
+      out "# pgbench scale $SCALE"
+      setup_instance
+      [[ $WHAT == *backup* ]] && bench_backup
+      [[ $WHAT == *upgrade* ]] && bench_upgrade
+      [[ $WHAT == physical ]] && bench_physical
+      timelines_out
+    done
+    [[ $WHAT != *upgrade* || $# -lt 2 ]] || across_scales "$@"
     out ""
-    others_note
-    timelines_out ;;
+    others_note ;;
 esac
 log "report: $REPORT (copied to target/bench/last-${WHAT//,/+}.md)"

@@ -12,20 +12,20 @@ physical_round() {
   local kind flag repo
   for kind in logical physical; do
     flag=""; [[ $kind == physical ]] && flag=--physical
-    repo="$WORK/repo-$kind-$ROUND"
+    repo="$WORK/repo-$kind-s$SCALE-r$ROUND"
     ptimed "b1_$kind" "$UPKEEP" --site "$SITE" backup "$SRC" $flag --repo "$repo" --json > "$WORK/report-$kind.json"
     record "s1_$kind" "$(dsize "$repo")"
     ptimed "b2_$kind" "$UPKEEP" --site "$SITE" backup "$SRC" $flag --repo "$repo"
     record "s2_$kind" "$(dsize "$repo")"
     record "g2_$kind" "$(calc "printf \"%d\", ${T[s2_$kind]} - ${T[s1_$kind]}")"
-    ptimed "r_$kind" "$UPKEEP" --site "$SITE" restore latest --into v1.0.0 --as "${P}r$kind$ROUND" --repo "$repo" --json > "$WORK/restore-$kind.json"
+    ptimed "r_$kind" "$UPKEEP" --site "$SITE" restore latest --into v1.0.0 --as "${P}r${kind}s${SCALE}r$ROUND" --repo "$repo" --json > "$WORK/restore-$kind.json"
     local from rows
     from=$(jq -r '.postgres_from' "$WORK/restore-$kind.json")
     [[ $kind == physical && $from == physical || $kind == logical && $from == logical ]] \
       || die "restore of the $kind snapshot used the $from copy"
-    rows=$(accounts "$(pg_of "${P}r$kind$ROUND")")
+    rows=$(accounts "$(pg_of "${P}r${kind}s${SCALE}r$ROUND")")
     [[ $rows == "$ROWS" ]] || die "restore of the $kind snapshot has $rows accounts, expected $ROWS"
-    remove_instance "${P}r$kind$ROUND"
+    remove_instance "${P}r${kind}s${SCALE}r$ROUND"
     rm -rf "$repo"
   done
   record base_size "$(stream_size "$WORK/report-physical.json" postgres_base)"

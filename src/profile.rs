@@ -51,6 +51,64 @@ pub struct PostgresProfile {
     pub password_var: String,
     #[serde(default = "default_db_var")]
     pub db_var: String,
+    /// Which copies of the running server `upkeep backup` takes unless its
+    /// command line says otherwise.
+    #[serde(default, skip_serializing_if = "PostgresCopies::is_default")]
+    pub backup: PostgresCopies,
+}
+
+/// Which copies of a running Postgres a snapshot holds. The names are the
+/// manifest's `postgres.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum PostgresCopies {
+    /// `pg_dump` of every database, and the roles: restores into any
+    /// release with the same or a newer major.
+    #[default]
+    #[serde(rename = "logical")]
+    #[value(name = "logical")]
+    Logical,
+    /// The dumps and a `pg_basebackup`: a restore into the same major
+    /// writes the physical copy, any other loads the dumps.
+    #[serde(rename = "logical+physical")]
+    #[value(name = "logical+physical")]
+    LogicalAndPhysical,
+    /// Only the `pg_basebackup`: restores only into a release with the same
+    /// major (upgrade afterwards).
+    #[serde(rename = "physical")]
+    #[value(name = "physical")]
+    Physical,
+}
+
+impl PostgresCopies {
+    fn is_default(&self) -> bool {
+        *self == PostgresCopies::default()
+    }
+
+    pub fn dumps(self) -> bool {
+        self != PostgresCopies::Physical
+    }
+
+    pub fn base_backup(self) -> bool {
+        self != PostgresCopies::Logical
+    }
+
+    /// The Postgres tools that take these copies.
+    pub fn tools(self) -> &'static str {
+        match self {
+            PostgresCopies::Logical => "pg_dump",
+            PostgresCopies::LogicalAndPhysical => "pg_dump and pg_basebackup",
+            PostgresCopies::Physical => "pg_basebackup",
+        }
+    }
+
+    /// As the manifest's `postgres.mode` writes it.
+    pub fn mode(self) -> &'static str {
+        match self {
+            PostgresCopies::Logical => "logical",
+            PostgresCopies::LogicalAndPhysical => "logical+physical",
+            PostgresCopies::Physical => "physical",
+        }
+    }
 }
 
 fn default_user_var() -> String {
@@ -122,6 +180,7 @@ fn detect_postgres(compose: &ComposeFile) -> Option<PostgresProfile> {
             user_var: default_user_var(),
             password_var: default_password_var(),
             db_var: default_db_var(),
+            backup: PostgresCopies::default(),
         };
     let external = compose.external_volumes().into_iter().map(|(k, _)| k);
     for key in compose.volume_keys().into_iter().chain(external) {

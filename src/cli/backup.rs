@@ -14,6 +14,7 @@ use crate::instance;
 use crate::ops::backup::{self, BackupOptions};
 use crate::ops::restore::{self, RestoreOptions};
 use crate::ops::{repository, Target};
+use crate::profile::PostgresCopies;
 use crate::progress::bytes_spinner;
 use crate::site::Site;
 
@@ -31,8 +32,16 @@ pub struct BackupArgs {
     pub online: bool,
     /// Also stream a physical copy of the running Postgres (pg_basebackup,
     /// online); a restore into the same major uses it instead of the dumps.
-    #[arg(long)]
+    /// The same as `--postgres logical+physical`.
+    #[arg(long, conflicts_with = "postgres")]
     pub physical: bool,
+    /// Which copies of a running Postgres to take: `logical` (pg_dump of
+    /// every database, and the roles), `logical+physical` (and
+    /// pg_basebackup) or `physical` (pg_basebackup alone: it restores only
+    /// into a release with the same Postgres major). Default: the profile's
+    /// `[postgres] backup`, else `logical`.
+    #[arg(long, value_name = "COPIES")]
+    pub postgres: Option<PostgresCopies>,
     /// Print what would be done, and do nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -73,7 +82,11 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
     let opts = BackupOptions {
         tags: args.tags.clone(),
         online: args.online,
-        physical: args.physical,
+        copies: if args.physical {
+            Some(PostgresCopies::LogicalAndPhysical)
+        } else {
+            args.postgres
+        },
     };
     if args.dry_run {
         let t = Target::load(site, instance::load(site, &args.instance)?)?;
@@ -210,13 +223,7 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
                 .postgres
                 .as_ref()
                 .filter(|pg| &pg.data_volume == key);
-            let how = if pg.is_some() {
-                " (Postgres data: pg_dump while running)"
-            } else if t.profile.is_passive(key) {
-                " (passive: copied without stopping the services that mount it)"
-            } else {
-                " (the services that mount it are stopped while it is copied)"
-            };
+            let how = how_backed_up(pg, t.profile.is_passive(key));
             text += &format!("\n  {key} → {name}{how}");
         }
         for (key, name) in t.shared_external_volumes() {
@@ -227,13 +234,12 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
         let pg_bind = t.postgres_data_bind();
         text += "\nfolders under the home mounted as data:";
         for bind in t.data_binds() {
-            let how = if pg_bind.as_deref() == Some(bind.path.as_str()) {
-                " (Postgres data: pg_dump while running)"
-            } else if t.profile.is_passive(&bind.path) {
-                " (passive: copied without stopping the services that mount it)"
-            } else {
-                " (the services that mount it are stopped while it is copied)"
-            };
+            let pg = t
+                .profile
+                .postgres
+                .as_ref()
+                .filter(|_| pg_bind.as_deref() == Some(bind.path.as_str()));
+            let how = how_backed_up(pg, t.profile.is_passive(&bind.path));
             text += &format!("\n  {} ← {}{how}", bind.path, bind.services.join(", "));
         }
         for host in t.host_binds() {
@@ -257,4 +263,14 @@ pub fn profile(site: &Site, args: &ProfileArgs, out: &Output) -> Result<()> {
         }
         text
     })
+}
+
+/// How `upkeep backup` copies a volume or folder: `pg` when it holds the
+/// data of the profile's Postgres.
+fn how_backed_up(pg: Option<&crate::profile::PostgresProfile>, passive: bool) -> String {
+    match pg {
+        Some(pg) => format!(" (Postgres data: {} while running)", pg.backup.tools()),
+        None if passive => " (passive: copied without stopping the services that mount it)".into(),
+        None => " (the services that mount it are stopped while it is copied)".into(),
+    }
 }

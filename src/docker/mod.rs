@@ -92,6 +92,26 @@ impl Engine {
     }
 }
 
+/// True when somewhere in `e`'s chain of causes the engine answered 404:
+/// a path missing from a volume, read through [`Engine::read_volume_path`]
+/// (the answer comes as an I/O error of the stream, possibly inside tar's).
+pub fn is_missing_path(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<bollard::errors::Error>()
+            .is_some_and(is_not_found)
+        {
+            return true;
+        }
+        // an io::Error's source() skips the error it wraps
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => c.source(),
+        };
+    }
+    false
+}
+
 /// True when the engine answered 404 (no such object).
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -101,4 +121,48 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status_code: u16) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: "Could not find the file /v/postgresql.conf in container x".into(),
+        }
+    }
+
+    /// A reader that fails as the engine's archive stream does.
+    struct Failing(u16);
+    impl std::io::Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other(answer(self.0)))
+        }
+    }
+
+    fn first_entry_error(status: u16) -> std::io::Error {
+        let mut tar = tar::Archive::new(Failing(status));
+        let mut entries = tar.entries().unwrap();
+        match entries.next() {
+            Some(Err(e)) => e,
+            _ => panic!("a failing stream gave an entry"),
+        }
+    }
+
+    #[test]
+    fn a_404_is_found_through_the_stream_and_tar_wrappers() {
+        assert!(is_missing_path(&std::io::Error::other(answer(404))));
+        assert!(is_missing_path(&first_entry_error(404)));
+    }
+
+    #[test]
+    fn other_failures_are_not_a_missing_path() {
+        assert!(!is_missing_path(&std::io::Error::other(answer(500))));
+        assert!(!is_missing_path(&first_entry_error(500)));
+        assert!(!is_missing_path(&std::io::Error::other("connection reset")));
+        let truncated = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!is_missing_path(&truncated));
+    }
 }

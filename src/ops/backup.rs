@@ -13,6 +13,7 @@ use super::{physical, services, Ctx, Target};
 use crate::docker::Engine;
 use crate::durable::Digesting;
 use crate::postgres::{Database, Server};
+use crate::profile::PostgresCopies;
 use crate::release;
 use crate::repo::{Repository, SnapshotInfo, SnapshotMeta, SnapshotWriter};
 use crate::site::{now_rfc3339, Site};
@@ -25,8 +26,33 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// Copy volumes without stopping the services that use them.
     pub online: bool,
-    /// Also stream a physical copy of the running Postgres (`pg_basebackup`).
-    pub physical: bool,
+    /// Which copies of a running Postgres to take; `None`: the profile's
+    /// `[postgres] backup`.
+    pub copies: Option<PostgresCopies>,
+}
+
+impl BackupOptions {
+    /// A safety snapshot, taken before upkeep replaces something: with
+    /// the dumps whatever the profile says, so that it restores into any
+    /// release.
+    pub fn safety(tags: Vec<String>) -> BackupOptions {
+        BackupOptions {
+            tags,
+            online: false,
+            copies: Some(PostgresCopies::Logical),
+        }
+    }
+
+    /// The copies a backup of `t` takes.
+    pub fn copies_of(&self, t: &Target) -> PostgresCopies {
+        self.copies.unwrap_or_else(|| {
+            t.profile
+                .postgres
+                .as_ref()
+                .map(|p| p.backup)
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// One step of a backup, as `--dry-run` prints it.
@@ -49,8 +75,8 @@ struct Plan {
     postgres_container: Option<String>,
     /// What to copy as files, with the services to stop meanwhile.
     copies: Vec<(Data, Vec<String>)>,
-    /// Stream `pg_basebackup` of the running server after its dumps.
-    base_backup: bool,
+    /// The copies of the running server (none when it is stopped).
+    copies_of_postgres: Option<PostgresCopies>,
 }
 
 /// Data copied as files: a named volume (owned or external) by its key,
@@ -95,15 +121,18 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
             .map(|c| c.id.clone()),
         _ => None,
     };
-    if let (Some(pg), Some(_)) = (pg, &postgres_container) {
-        steps.push(Step {
-            what: format!(
-                "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online",
-                pg.service
-            ),
-            stops: vec![],
-        });
-        if opts.physical {
+    let pg_copies = postgres_container.as_ref().map(|_| opts.copies_of(t));
+    if let (Some(pg), Some(copies)) = (pg, pg_copies) {
+        if copies.dumps() {
+            steps.push(Step {
+                what: format!(
+                    "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online",
+                    pg.service
+                ),
+                stops: vec![],
+            });
+        }
+        if copies.base_backup() {
             steps.push(Step {
                 what: format!(
                     "stream a physical copy of Postgres (service {}) with pg_basebackup -Ft -X fetch \
@@ -114,7 +143,6 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
             });
         }
     }
-    let base_backup = opts.physical && postgres_container.is_some();
     // A stopped server's data folder is copied as files instead.
     let physical_pg = pg.is_some() && postgres_container.is_none();
     let stops_for = |services: Vec<String>, passive: bool, is_pg_data: bool| -> Vec<String> {
@@ -192,7 +220,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         steps,
         postgres_container,
         copies,
-        base_backup,
+        copies_of_postgres: pg_copies,
     })
 }
 
@@ -385,7 +413,8 @@ fn capture_postgres(
     let Some(pg) = &t.profile.postgres else {
         return Ok((None, Vec::new()));
     };
-    let Some(container) = &plan.postgres_container else {
+    let (Some(container), Some(copies)) = (&plan.postgres_container, plan.copies_of_postgres)
+    else {
         let major = pg_data_major(engine, t)?;
         let item = PostgresItem {
             service: pg.service.clone(),
@@ -403,11 +432,47 @@ fn capture_postgres(
     };
     let server = Server::from_container(engine, container, pg)?;
     let facts = server.facts(engine)?;
-    let before_base = if plan.base_backup {
+    let before_base = if copies.base_backup() {
         Some(physical::prepare(engine, &server)?)
     } else {
         None
     };
+    let (mut items, databases) = if copies.dumps() {
+        dump_cluster(engine, writer, &server)?
+    } else {
+        (Vec::new(), count_cluster(engine, &server)?)
+    };
+    let mut base_row_counts = None;
+    if let Some(before) = &before_base {
+        let (base, counts) = physical::capture(engine, writer, &server, before, &databases)?;
+        items.push(base);
+        base_row_counts = counts;
+    }
+    let item = PostgresItem {
+        service: pg.service.clone(),
+        major: facts.major,
+        version: facts.version,
+        database: server.database.clone(),
+        user: server.user.clone(),
+        mode: copies.mode().into(),
+        row_counts: databases
+            .iter()
+            .find(|d| d.name("") == server.database)
+            .map(|d| d.row_counts.clone())
+            .unwrap_or_default(),
+        changed_during_backup: Vec::new(),
+        databases,
+        base_row_counts,
+    };
+    Ok((Some(item), items))
+}
+
+/// The roles, then a dump of every database with the row counts it holds.
+fn dump_cluster(
+    engine: &Engine,
+    writer: &SnapshotWriter<'_>,
+    server: &Server,
+) -> Result<(Vec<Item>, Vec<DatabaseItem>)> {
     let globals = add(
         writer,
         snapshot::GLOBALS_STREAM.into(),
@@ -429,34 +494,27 @@ fn capture_postgres(
             row_counts,
         });
     }
-    let mut base_row_counts = None;
-    if let Some(before) = &before_base {
-        let (base, counts) = physical::capture(engine, writer, &server, before, &databases)?;
-        items.push(base);
-        base_row_counts = counts;
-    }
-    let item = PostgresItem {
-        service: pg.service.clone(),
-        major: facts.major,
-        version: facts.version,
-        database: server.database.clone(),
-        user: server.user.clone(),
-        mode: if plan.base_backup {
-            "logical+physical"
-        } else {
-            "logical"
-        }
-        .into(),
-        row_counts: databases
-            .iter()
-            .find(|d| d.name("") == server.database)
-            .map(|d| d.row_counts.clone())
-            .unwrap_or_default(),
-        changed_during_backup: Vec::new(),
-        databases,
-        base_row_counts,
-    };
-    Ok((Some(item), items))
+    Ok((items, databases))
+}
+
+/// Every database with its row counts, for a physical-only snapshot: what
+/// its restore verifies (the counts hold if nothing wrote until the base
+/// backup ended; see [`physical::capture`]).
+fn count_cluster(engine: &Engine, server: &Server) -> Result<Vec<DatabaseItem>> {
+    main_first(server.databases(engine)?, &server.database)
+        .into_iter()
+        .map(|db| {
+            let row_counts = server
+                .on(&db.name)
+                .row_counts(engine)
+                .with_context(|| format!("counting the rows of database {}", db.name))?;
+            Ok(DatabaseItem {
+                stream: String::new(),
+                properties: Some(db),
+                row_counts,
+            })
+        })
+        .collect()
 }
 
 /// The cluster's databases with the instance's own first: a release that

@@ -67,10 +67,12 @@ pub struct PostgresItem {
     pub base_row_counts: Option<RowCounts>,
 }
 
-/// One database's dump.
+/// One database of the cluster, and its dump.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatabaseItem {
-    /// The snapshot's stream holding its `pg_dump -Fc`.
+    /// The snapshot's stream holding its `pg_dump -Fc`; empty in a
+    /// physical-only snapshot, which has no dump.
+    #[serde(default)]
     pub stream: String,
     /// `None` for the one database of an older manifest: restored into the
     /// target's own database, which its image creates.

@@ -238,14 +238,32 @@ fn check(engine: &Engine, m: &Manifest, target: &Target, force: bool) -> Result<
             pg.major
         );
     }
-    if m.item(ItemKind::PostgresDump).is_none() && pg.major != target_major {
+    if m.item(ItemKind::PostgresDump).is_some() {
+        return Ok(Some(target_major));
+    }
+    let how = if m.item(ItemKind::PostgresBase).is_some() {
+        "its pg_basebackup, taken with `backup --postgres physical`"
+    } else {
+        "its data folder, copied with the instance stopped"
+    };
+    if pg.major != target_major {
         bail!(
-            "the snapshot holds only a physical copy of Postgres {} data (the instance was stopped \
-             at backup) and release {} runs Postgres {target_major}: restore into a release with \
-             Postgres {} and then `upkeep upgrade`",
+            "the snapshot holds only a physical copy of Postgres {} data ({how}) and release {} \
+             runs Postgres {target_major}: restore into a release with Postgres {} and then \
+             `upkeep upgrade`",
             pg.major,
             target.rec.release,
             pg.major
+        );
+    }
+    if m.item(ItemKind::PostgresBase).is_some() && target.postgres_data_bind().is_some() {
+        bail!(
+            "the snapshot holds only a physical copy of Postgres {} data ({how}) and release {} \
+             keeps Postgres's data in a folder of the instance, not a volume: upkeep writes a \
+             pg_basebackup only into a volume. Restore into a release that keeps it in a volume, \
+             or back up with the dumps (`backup --postgres logical+physical`)",
+            pg.major,
+            target.rec.release
         );
     }
     Ok(Some(target_major))
@@ -311,10 +329,10 @@ pub fn restore(
     let mut safety_snapshot = None;
     if instance::exists(site, &rec.name) || !leftovers.is_empty() {
         refuse_existing(&rec, &leftovers, opts)?;
-        let opts = BackupOptions {
-            tags: vec!["safety".into(), format!("before-restore={}", &id[..8])],
-            ..Default::default()
-        };
+        let opts = BackupOptions::safety(vec![
+            "safety".into(),
+            format!("before-restore={}", &id[..8]),
+        ]);
         let report = timeline
             .phase("safety snapshot", || {
                 backup::backup(cx, repo, &target, &opts, None)

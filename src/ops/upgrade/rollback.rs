@@ -35,10 +35,10 @@ pub(super) fn reset_volumes(cx: &Ctx, new: &InstanceRecord) -> Result<()> {
 /// upgrade again replaces it.
 pub(super) fn snapshot_before_replacing(cx: &Ctx, repo: &Repository, j: &Journal) -> Result<()> {
     let target = Target::load(cx.site, instance::load(cx.site, &j.new)?)?;
-    let opts = BackupOptions {
-        tags: vec!["safety".into(), format!("before-upgrade-again={}", j.new)],
-        ..Default::default()
-    };
+    let opts = BackupOptions::safety(vec![
+        "safety".into(),
+        format!("before-upgrade-again={}", j.new),
+    ]);
     let report = backup::backup(cx, repo, &target, &opts, None)?;
     tracing::warn!(
         "safety snapshot {} of {} taken before replacing it",

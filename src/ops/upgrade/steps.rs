@@ -147,10 +147,10 @@ fn run_step(
     match step {
         Step::Preflight => Ok(()),
         Step::SafetySnapshot => {
+            let tags = vec!["safety".into(), format!("upgrade-to={}", j.to)];
             let o = BackupOptions {
-                tags: vec!["safety".into(), format!("upgrade-to={}", j.to)],
                 online: true,
-                physical: false,
+                ..BackupOptions::safety(tags)
             };
             let report = backup::backup(cx, repo, &old, &o, None)?;
             j.safety_snapshot = Some(report.snapshot.id);

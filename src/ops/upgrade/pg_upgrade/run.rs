@@ -228,29 +228,29 @@ fn write_carried(
     Ok(notes)
 }
 
-/// A small text file at the root of a volume ("" when it has none).
+/// A small text file at the root of a volume ("" when it has none). Any
+/// other failure to read it is an error: carrying an empty configuration
+/// because the engine hiccuped would silently drop the administrator's
+/// settings.
 fn read_volume_file(engine: &Engine, volume: &str, image: &str, name: &str) -> Result<String> {
     const LIMIT: u64 = 4 << 20;
+    let context = || format!("reading {name} of volume {volume}");
     let archive = engine.read_volume_path(volume, image, name)?;
     let mut tar = tar::Archive::new(archive);
-    let entries = match tar.entries() {
-        Ok(e) => e,
-        Err(_) => return Ok(String::new()),
+    let first = match tar.entries().with_context(context)?.next() {
+        None => return Ok(String::new()),
+        Some(Err(e)) if crate::docker::is_missing_path(&e) => return Ok(String::new()),
+        Some(entry) => entry.with_context(context)?,
     };
-    for entry in entries {
-        let Ok(entry) = entry else {
-            return Ok(String::new());
-        };
-        if entry.header().entry_type().is_file() {
-            let mut text = String::new();
-            entry
-                .take(LIMIT)
-                .read_to_string(&mut text)
-                .with_context(|| format!("{name} of volume {volume} is not text"))?;
-            return Ok(text);
-        }
+    if !first.header().entry_type().is_file() {
+        bail!("{name} of volume {volume} is not a regular file");
     }
-    Ok(String::new())
+    let mut text = String::new();
+    first
+        .take(LIMIT)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{name} of volume {volume} is not text"))?;
+    Ok(text)
 }
 
 /// After the downtime, while the new instance serves: indexes on
