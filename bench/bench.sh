@@ -2,10 +2,12 @@
 # bench/bench.sh — the benchmark harness of upkeep (issues 3, 4 and 5).
 #
 #   bench/bench.sh repo [SIZE_MIB...]     repository ingest vs restic, borg, gzip, zstd
-#   bench/bench.sh backup [SCALE]         upkeep backup/restore vs the seed page's commands
-#   bench/bench.sh upgrade [SCALE]        upkeep upgrade downtime (copy, pg_upgrade, dump) vs raw copy / dump+restore by hand
-#   bench/bench.sh backup,upgrade [SCALE] both on one pgbench fill (saves the fill)
-#   bench/bench.sh physical [SCALE]       backup --physical vs logical: time, growth, restore
+#   bench/bench.sh backup [SCALE...]         upkeep backup/restore vs the seed page's commands and restic
+#   bench/bench.sh upgrade [SCALE...]        upkeep upgrade downtime (copy, pg_upgrade, dump) vs raw copy / dump+restore by hand
+#   bench/bench.sh backup,upgrade [SCALE...] both on one pgbench fill per scale (saves fills)
+#   bench/bench.sh physical [SCALE...]       backup --physical vs logical: time, growth, restore
+#   Several scales run one after the other in one run (default 70), each on a fresh
+#   instance; upgrade then ends with a table of the downtimes across the scales.
 #
 # Each contender and its baselines run in this process tree, on the same data,
 # one after the other in one run. Wall time: `date +%s.%N`; peak RSS:

@@ -1,17 +1,21 @@
-# bench/physical.sh — sourced by bench/bench.sh: `bench/bench.sh physical [SCALE]`
-# (issue 13, item 2). Backup time and repository growth of a logical snapshot
-# (the dumps) and of one with the physical copy too (`backup --physical`:
-# pg_basebackup beside the dumps), first and unchanged second, each kind into
-# a fresh repository; then the same-major restore of each. Uses bench.sh's
-# helpers (timed, ptimed, record, run_rounds, out, dsize, …).
+# bench/physical.sh — sourced by bench/bench.sh: `bench/bench.sh physical [SCALE...]`
+# (issue 13, items 2 and 4). Backup time and repository growth of the three
+# kinds of snapshot (`--postgres logical`, `logical+physical`, `physical`),
+# first and unchanged second, each kind into a fresh repository; then the
+# same-major restore of each. Uses bench.sh's helpers (timed, ptimed, record,
+# run_rounds, out, dsize, …).
 
 # The size of a snapshot's stream of kind $2 in the manifest of backup report $1.
 stream_size() { jq -r --arg k "$2" '[.manifest.items[] | select(.kind == $k) | .size] | add // 0' "$1"; }
 
 physical_round() {
   local kind flag repo
-  for kind in logical physical; do
-    flag=""; [[ $kind == physical ]] && flag=--physical
+  for kind in logical both physical; do
+    case $kind in
+      logical) flag="--postgres logical" ;;
+      both) flag="--postgres logical+physical" ;;
+      physical) flag="--postgres physical" ;;
+    esac
     repo="$WORK/repo-$kind-s$SCALE-r$ROUND"
     ptimed "b1_$kind" "$UPKEEP" --site "$SITE" backup "$SRC" $flag --repo "$repo" --json > "$WORK/report-$kind.json"
     record "s1_$kind" "$(dsize "$repo")"
@@ -21,15 +25,15 @@ physical_round() {
     ptimed "r_$kind" "$UPKEEP" --site "$SITE" restore latest --into v1.0.0 --as "${P}r${kind}s${SCALE}r$ROUND" --repo "$repo" --json > "$WORK/restore-$kind.json"
     local from rows
     from=$(jq -r '.postgres_from' "$WORK/restore-$kind.json")
-    [[ $kind == physical && $from == physical || $kind == logical && $from == logical ]] \
+    [[ $kind != logical && $from == physical || $kind == logical && $from == logical ]] \
       || die "restore of the $kind snapshot used the $from copy"
     rows=$(accounts "$(pg_of "${P}r${kind}s${SCALE}r$ROUND")")
     [[ $rows == "$ROWS" ]] || die "restore of the $kind snapshot has $rows accounts, expected $ROWS"
     remove_instance "${P}r${kind}s${SCALE}r$ROUND"
     rm -rf "$repo"
   done
-  record base_size "$(stream_size "$WORK/report-physical.json" postgres_base)"
-  record dump_size "$(stream_size "$WORK/report-physical.json" postgres_dump)"
+  record base_size "$(stream_size "$WORK/report-both.json" postgres_base)"
+  record dump_size "$(stream_size "$WORK/report-both.json" postgres_dump)"
 }
 
 # median KEY: the median of the values record() kept for KEY (sizes too).
@@ -51,15 +55,16 @@ bench_physical() {
   data_line
   [[ -z ${T[fill_noise]:-} ]] || out "- Plus table bench_noise: $(psql_in "$(pg_of "$SRC")" "select count(*) from bench_noise") rows of 128 random hex characters (${BENCH_NOISE_MIB:-256} MiB asked, in ${T[fill_noise]} s), included in the database size above."
   run_rounds physical physical_round
-  local s1l s1p g2l g2p base dump
-  s1l=$(median s1_logical); s1p=$(median s1_physical); g2l=$(median g2_logical); g2p=$(median g2_physical)
+  local s1l s1b s1p g2l g2b g2p base dump
+  s1l=$(median s1_logical); s1b=$(median s1_both); s1p=$(median s1_physical)
+  g2l=$(median g2_logical); g2b=$(median g2_both); g2p=$(median g2_physical)
   base=$(median base_size); dump=$(median dump_size)
   out ""
   out "| snapshot | first backup: s | repository after it: MiB | unchanged second backup: s | growth of the second: MiB | same-major restore: s |"
   out "| --- | ---: | ---: | ---: | ---: | ---: |"
-  out "| logical (\`upkeep backup NAME\`: the dumps) | ${T[b1_logical]}$(rounds_of b1_logical) | $(mib_b "$s1l") | ${T[b2_logical]}$(rounds_of b2_logical) | $(mib_b "$g2l") | ${T[r_logical]}$(rounds_of r_logical) (pg_restore) |"
-  out "| logical + physical (\`upkeep backup NAME --physical\`: the dumps, then pg_basebackup) | ${T[b1_physical]}$(rounds_of b1_physical) | $(mib_b "$s1p") | ${T[b2_physical]}$(rounds_of b2_physical) | $(mib_b "$g2p") | ${T[r_physical]}$(rounds_of r_physical) (physical copy) |"
-  out "| the physical part alone (difference of the two rows) | $(calc "printf \"%.2f\", ${T[b1_physical]} - ${T[b1_logical]}") | $(mib_b "$((s1p - s1l))") | $(calc "printf \"%.2f\", ${T[b2_physical]} - ${T[b2_logical]}") | $(mib_b "$((g2p - g2l))") | |"
+  out "| logical (\`--postgres logical\`, the default: the dumps) | ${T[b1_logical]}$(rounds_of b1_logical) | $(mib_b "$s1l") | ${T[b2_logical]}$(rounds_of b2_logical) | $(mib_b "$g2l") | ${T[r_logical]}$(rounds_of r_logical) (pg_restore) |"
+  out "| logical + physical (\`--postgres logical+physical\` = \`--physical\`: the dumps, then pg_basebackup) | ${T[b1_both]}$(rounds_of b1_both) | $(mib_b "$s1b") | ${T[b2_both]}$(rounds_of b2_both) | $(mib_b "$g2b") | ${T[r_both]}$(rounds_of r_both) (physical copy) |"
+  out "| physical only (\`--postgres physical\`: pg_basebackup, row counts on the server) | ${T[b1_physical]}$(rounds_of b1_physical) | $(mib_b "$s1p") | ${T[b2_physical]}$(rounds_of b2_physical) | $(mib_b "$g2p") | ${T[r_physical]}$(rounds_of r_physical) (physical copy) |"
   out ""
   out "Streams (median): postgres/base.tar $(mib_b "$base") MiB before the repository's compression, the dumps $(mib_b "$dump") MiB (pg_dump -Fc -Z1)."
 }

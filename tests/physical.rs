@@ -45,16 +45,35 @@ fn populate(project: &str) {
     psql_in(project, "analytics", "ANALYZE");
 }
 
-#[test]
-fn a_running_server_is_backed_up_physically_and_restored_from_that_copy() {
+/// A site with v1.0.0 and v2.0.0 installed, every project of `names`
+/// tracked, and the first up (v1.0.0) and populated.
+fn populated_site(names: &[&String]) -> TestSite {
     let site = TestSite::new();
-    let (src, copy, cross) = (unique("pbsrc"), unique("pbcopy"), unique("pbx"));
-    for p in [&src, &copy, &cross] {
+    for p in names {
         site.track(p);
     }
     site.install(&["v1.0.0", "v2.0.0"]);
-    site.ok(&["up", "v1.0.0", "--as", &src]);
-    populate(&src);
+    site.ok(&["up", "v1.0.0", "--as", names[0]]);
+    populate(names[0]);
+    site
+}
+
+/// Restores `snapshot` into v1.0.0 as `copy` and checks it came from the
+/// physical copy, verified, with the cluster as it was (`state`).
+fn restores_physically(site: &TestSite, snapshot: &str, copy: &str, state: &[String]) {
+    let restored = site.json(&["restore", snapshot, "--into", "v1.0.0", "--as", copy]);
+    assert_eq!(restored["postgres_from"], "physical", "{restored}");
+    assert!(
+        restored["tables_verified"].as_u64().unwrap() >= 2,
+        "{restored}"
+    );
+    assert_eq!(cluster_state(copy), state);
+}
+
+#[test]
+fn a_running_server_is_backed_up_physically_and_restored_from_that_copy() {
+    let (src, copy, cross) = (unique("pbsrc"), unique("pbcopy"), unique("pbx"));
+    let site = populated_site(&[&src, &copy, &cross]);
     let state = cluster_state(&src);
     let postgres = container(&src, "postgres");
 
@@ -110,13 +129,7 @@ fn a_running_server_is_backed_up_physically_and_restored_from_that_copy() {
     ]);
     assert!(plan.contains("physical copy"), "{plan}");
     assert!(!plan.contains("pg_restore"), "no dump is loaded: {plan}");
-    let restored = site.json(&["restore", &snapshot, "--into", "v1.0.0", "--as", &copy]);
-    assert_eq!(restored["postgres_from"], "physical", "{restored}");
-    assert!(
-        restored["tables_verified"].as_u64().unwrap() >= 2,
-        "{restored}"
-    );
-    assert_eq!(cluster_state(&copy), state);
+    restores_physically(&site, &snapshot, &copy, &state);
 
     let plan = site.ok(&[
         "restore",
@@ -240,4 +253,101 @@ fn writes_during_a_physical_backup_leave_its_counts_unverified_not_wrong() {
         "t",
         "the copy is consistent: no gap in the committed ids"
     );
+}
+
+/// The kinds of the items of a backup report's manifest.
+fn item_kinds(report: &serde_json::Value) -> Vec<String> {
+    report["manifest"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_physical_only_snapshot_restores_into_its_major_and_is_refused_across() {
+    let (src, copy, cross) = (unique("posrc"), unique("pocopy"), unique("pox"));
+    let site = populated_site(&[&src, &copy, &cross]);
+    let state = cluster_state(&src);
+
+    // The administrator's upkeep.toml makes physical-only the release's default.
+    write_profile(&site, "v1.0.0", "physical");
+    let profile = site.ok(&["profile", &src]);
+    assert!(
+        profile.contains("Postgres data: pg_basebackup while running"),
+        "{profile}"
+    );
+    let plan = site.ok(&["backup", &src, "--dry-run"]);
+    assert!(plan.contains("pg_basebackup"), "{plan}");
+    assert!(
+        !plan.contains("pg_dump"),
+        "no dump by the profile's default: {plan}"
+    );
+    let plan = site.ok(&["backup", &src, "--postgres", "logical", "--dry-run"]);
+    assert!(
+        plan.contains("pg_dump") && !plan.contains("pg_basebackup"),
+        "the command line overrides the profile: {plan}"
+    );
+
+    let report = site.json(&["backup", &src]);
+    let kinds = item_kinds(&report);
+    assert!(kinds.contains(&"postgres_base".to_string()), "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "postgres_dump" || k == "postgres_globals"),
+        "physical-only: no dump, no roles dump: {kinds:?}"
+    );
+    let pg = &report["manifest"]["postgres"];
+    assert_eq!(pg["mode"], "physical");
+    assert_eq!(
+        pg["base_row_counts"]["analytics/public.events"], 6000,
+        "counted on the running server, exact as nothing wrote: {pg}"
+    );
+    let snapshot = report["snapshot"]["id"].as_str().unwrap().to_string();
+
+    let err = site.fails(&["restore", &snapshot, "--into", "v2.0.0", "--as", &cross]);
+    assert!(
+        err.contains("only a physical copy of Postgres 15")
+            && err.contains("backup --postgres physical")
+            && err.contains("upkeep upgrade"),
+        "{err}"
+    );
+    assert!(
+        site.json(&["status"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["name"] != cross.as_str()),
+        "a refused restore creates nothing"
+    );
+    assert!(
+        !volume_exists(&format!("{cross}_postgres_data")),
+        "a refused restore creates no volume"
+    );
+
+    restores_physically(&site, &snapshot, &copy, &state);
+    // the roles came with the data folder
+    assert_eq!(
+        psql(
+            &copy,
+            "SELECT count(*) FROM pg_roles WHERE rolname = current_user"
+        ),
+        "1"
+    );
+}
+
+/// Writes `releases/VERSION/upkeep.toml`: the sample's built-in profile,
+/// with `[postgres] backup = COPIES`.
+fn write_profile(site: &TestSite, version: &str, copies: &str) {
+    std::fs::write(
+        site.root.join(format!("releases/{version}/upkeep.toml")),
+        format!(
+            "name = \"physical-default\"\nconfig = [\".env\", \"Caddyfile\", \"etc/ssl\", \".pivot-db\"]\n\
+             passive_volumes = [\"postgres_backups\"]\n\
+             [postgres]\nservice = \"postgres\"\ndata_volume = \"postgres_data\"\nbackup = \"{copies}\"\n"
+        ),
+    )
+    .unwrap();
 }
