@@ -487,13 +487,31 @@ restic_round() {
   rm -rf "$rr"
 }
 
+# seed_backup PG VOL: the seed page's backup, $WORK/dump.sql.gz and $WORK/vol.tar.
+seed_backup() {
+  sh_timed seed_dump "docker exec $1 pg_dump -U $ENVU $ENVDB | gzip -9 > $WORK/dump.sql.gz"
+  sh_timed seed_tar "docker run --rm --name ${P}tar -v $2:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > $WORK/vol.tar"
+  record seed_b "$(calc "printf \"%.2f\", ${T[seed_dump]} + ${T[seed_tar]}")"
+}
+# seed_restore: the seed page's restore of seed_backup's files into a fresh instance.
+seed_restore() {
+  local pg2 vol2 name="${P}seeds${SCALE}r$ROUND"
+  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "$name"
+  pg2=$(pg_of "$name"); vol2=$(vol_of "$name" postgres_backups)
+  sh_timed seed_psql "gunzip -c $WORK/dump.sql.gz | docker exec -i $pg2 psql -X -q -U $ENVU $ENVDB > $WORK/psql.log 2>&1"
+  sh_timed seed_untar "docker run --rm -i --name ${P}untar -v $vol2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
+  local seed_rows; seed_rows=$(accounts "$pg2")
+  [[ $seed_rows == "$ROWS" ]] || log "WARNING: seed restore has $seed_rows accounts, expected $ROWS"
+  remove_instance "$name"
+  record seed_r "$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")"
+  record seed_r_noup "$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")"
+}
+
 # One round of the backup benchmark, each repository and instance fresh.
 backup_round() {
-  local pg=$1 vol=$2 snap pg2 vol2 repo="$WORK/repo-s$SCALE-r$ROUND"
+  local pg=$1 vol=$2 snap repo="$WORK/repo-s$SCALE-r$ROUND"
   # --- backup: seed first, then upkeep (the database is in the page cache for both)
-  sh_timed seed_dump "docker exec $pg pg_dump -U $ENVU $ENVDB | gzip -9 > $WORK/dump.sql.gz"
-  sh_timed seed_tar "docker run --rm --name ${P}tar -v $vol:/v:ro upkeep-test/postgres:15 tar -C /v -cf - . > $WORK/vol.tar"
-  record seed_b "$(calc "printf \"%.2f\", ${T[seed_dump]} + ${T[seed_tar]}")"
+  seed_backup "$pg" "$vol"
   ptimed up_backup "$UPKEEP" --site "$SITE" backup "$SRC" --repo "$repo"
   REPO_AFTER1=$(dsize "$repo")
   ptimed up_backup_online "$UPKEEP" --site "$SITE" backup "$SRC" --online --repo "$WORK/repo-online"
@@ -512,21 +530,13 @@ backup_round() {
   DUMP_SZ=$(stat -c %s "$WORK/dump.sql.gz"); TAR_SZ=$(stat -c %s "$WORK/vol.tar")
 
   # --- restore: the seed's way into a fresh instance, then upkeep restore
-  timed seed_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}seeds${SCALE}r$ROUND"
-  pg2=$(pg_of "${P}seeds${SCALE}r$ROUND"); vol2=$(vol_of "${P}seeds${SCALE}r$ROUND" postgres_backups)
-  sh_timed seed_psql "gunzip -c $WORK/dump.sql.gz | docker exec -i $pg2 psql -X -q -U $ENVU $ENVDB > $WORK/psql.log 2>&1"
-  sh_timed seed_untar "docker run --rm -i --name ${P}untar -v $vol2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
-  local seed_rows; seed_rows=$(accounts "$pg2")
-  [[ $seed_rows == "$ROWS" ]] || log "WARNING: seed restore has $seed_rows accounts, expected $ROWS"
-  remove_instance "${P}seeds${SCALE}r$ROUND"
+  seed_restore
   rm -f "$WORK/dump.sql.gz" "$WORK/vol.tar"
   ptimed up_restore "$UPKEEP" --site "$SITE" restore "$snap" --into v1.0.0 --as "${P}rsts${SCALE}r$ROUND" --repo "$repo"
   local up_rows; up_rows=$(accounts "$(pg_of "${P}rsts${SCALE}r$ROUND")")
   [[ $up_rows == "$ROWS" ]] || die "upkeep restore has $up_rows accounts, expected $ROWS"
   remove_instance "${P}rsts${SCALE}r$ROUND"
   [[ $ROUND == "$ROUNDS" ]] || rm -rf "$repo"
-  record seed_r "$(calc "printf \"%.2f\", ${T[seed_up]} + ${T[seed_psql]} + ${T[seed_untar]}")"
-  record seed_r_noup "$(calc "printf \"%.2f\", ${T[seed_psql]} + ${T[seed_untar]}")"
   restic_round "$pg" "$vol"
 }
 

@@ -8,8 +8,21 @@
 # The size of a snapshot's stream of kind $2 in the manifest of backup report $1.
 stream_size() { jq -r --arg k "$2" '[.manifest.items[] | select(.kind == $k) | .size] | add // 0' "$1"; }
 
+# raw_write: what a physical restore writes, written raw into two fresh volumes:
+# the base backup (the data folder) and the tar of postgres_backups (issue 13's
+# "raw volume write" baseline).
+raw_write() {
+  local v1="${P}rawpg${SCALE}r$ROUND" v2="${P}rawbk${SCALE}r$ROUND"
+  docker volume create "$v1" >/dev/null; docker volume create "$v2" >/dev/null
+  sh_timed raw_w "docker run --rm -i --name ${P}rawpg -v $v1:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/base.tar \
+    && docker run --rm -i --name ${P}rawbk -v $v2:/v upkeep-test/postgres:15 tar -C /v -xf - < $WORK/vol.tar"
+  docker volume rm "$v1" "$v2" >/dev/null
+}
+
 physical_round() {
   local kind flag repo
+  seed_restore
+  raw_write
   for kind in logical both physical; do
     case $kind in
       logical) flag="--postgres logical" ;;
@@ -54,6 +67,9 @@ bench_physical() {
   out "# Physical snapshots of a running server (issue 13, item 2)"
   data_line
   [[ -z ${T[fill_noise]:-} ]] || out "- Plus table bench_noise: $(psql_in "$(pg_of "$SRC")" "select count(*) from bench_noise") rows of 128 random hex characters (${BENCH_NOISE_MIB:-256} MiB asked, in ${T[fill_noise]} s), included in the database size above."
+  local pg; pg=$(pg_of "$SRC")
+  seed_backup "$pg" "$(vol_of "$SRC" postgres_backups)"
+  sh_timed base_tar "docker exec -u postgres $pg pg_basebackup -U $ENVU -D - -Ft -X fetch --checkpoint=fast > $WORK/base.tar"
   run_rounds physical physical_round
   local s1l s1b s1p g2l g2b g2p base dump
   s1l=$(median s1_logical); s1b=$(median s1_both); s1p=$(median s1_physical)
@@ -67,4 +83,13 @@ bench_physical() {
   out "| physical only (\`--postgres physical\`: pg_basebackup, row counts on the server) | ${T[b1_physical]}$(rounds_of b1_physical) | $(mib_b "$s1p") | ${T[b2_physical]}$(rounds_of b2_physical) | $(mib_b "$g2p") | ${T[r_physical]}$(rounds_of r_physical) (physical copy) |"
   out ""
   out "Streams (median): postgres/base.tar $(mib_b "$base") MiB before the repository's compression, the dumps $(mib_b "$dump") MiB (pg_dump -Fc -Z1)."
+  out ""
+  out "Baselines, each round: the reference page's restore (\`upkeep up\` of a fresh instance ${T[seed_up]} s, \`gunzip | psql\` ${T[seed_psql]} s, untar of postgres_backups ${T[seed_untar]} s): ${T[seed_r]} s$(rounds_of seed_r); a raw write of what the physical restore writes (\`tar -x\` of a \`pg_basebackup\` tar, $(mib_b "$(stat -c %s "$WORK/base.tar")") MiB, and of postgres_backups' tar, $(mib_b "$(stat -c %s "$WORK/vol.tar")") MiB, each into a fresh volume by \`docker run -i\`): ${T[raw_w]} s$(rounds_of raw_w)."
+  out ""
+  out "| same-major restore | s | / raw write | reference page / it | targets |"
+  out "| --- | ---: | ---: | ---: | --- |"
+  local k
+  for k in r_both r_physical r_logical; do
+    out "| ${k#r_} | ${T[$k]} | $(ratio "${T[$k]}" "${T[raw_w]}")$(ratio_rounds "$k" raw_w) | $(ratio "${T[seed_r]}" "${T[$k]}")$(ratio_rounds seed_r "$k") | $([[ $k == r_logical ]] && echo "–" || echo "≤ 1.5× raw: $(verdict "${T[$k]} <= 1.5*${T[raw_w]}"), ≥ 3× faster than the page: $(verdict "${T[seed_r]} >= 3*${T[$k]}")") |"
+  done
 }

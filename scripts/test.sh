@@ -33,14 +33,30 @@ V1_SUITE=(--test compose_env --test compose_anchored --test instances --test upg
 [ -z "${UPKEEP_COMPOSE_V2_CONFIG:-}" ] || export DOCKER_CONFIG=$UPKEEP_COMPOSE_V2_CONFIG
 
 # The integration tests mostly wait on containers: three at a time keep the
-# two cores busy (RUST_TEST_THREADS overrides).
+# two cores busy (RUST_TEST_THREADS overrides). cargo-nextest, where it is
+# installed, keeps three running across all test binaries (cargo test waits
+# for each binary's slowest test before it starts the next binary) and starts
+# the slowest first (.config/nextest.toml); cargo test is the fallback.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-3}
+run_tests() { # run_tests [--test NAME]... [-- FILTER...]
+  if cargo nextest --version >/dev/null 2>&1; then
+    local args=() filters=() seen_dashes=
+    for a in "$@"; do
+      if [ "$a" = -- ]; then seen_dashes=1
+      elif [ -n "$seen_dashes" ]; then filters+=("$a")
+      else args+=("$a"); fi
+    done
+    cargo nextest run -j "$RUST_TEST_THREADS" "${args[@]}" ${filters[@]+"${filters[@]}"}
+  else
+    cargo test "$@"
+  fi
+}
 
-step "cargo test --all-targets, compose v2"
-UPKEEP_COMPOSE=v2 cargo test --all-targets 2>&1
+step "tests (every target), compose v2"
+UPKEEP_COMPOSE=v2 run_tests --all-targets 2>&1
 
-step "cargo test (compose subset), compose v1"
-UPKEEP_COMPOSE=v1 cargo test "${V1_SUITE[@]}" 2>&1
+step "tests (compose subset), compose v1"
+UPKEEP_COMPOSE=v1 run_tests "${V1_SUITE[@]}" 2>&1
 
 step "fuzz targets (scripts/fuzz.sh, ${FUZZ_SECONDS:-20}s each)"
 scripts/fuzz.sh

@@ -182,90 +182,114 @@ fn an_upgrade_that_fails_rolls_back_by_itself() {
     assert!(status.contains("rolled back"), "{status}");
 }
 
-#[test]
-fn kill_9_at_each_step_then_resume_or_rollback_loses_nothing() {
+// The upgrade's steps, each killed once, in three tests that a runner can
+// run side by side (one sequence of twelve crashes took over 12 minutes).
+// The step's position in the whole list decides resume or rollback, so each
+// step is recovered the same way however the list is cut.
+const COPY_STEPS: [&str; 9] = [
+    "preflight",
+    "safety-snapshot",
+    "stop-old",
+    "carry-config",
+    "pre-copy",
+    "migrate-data:postgres",
+    "migrate-data",
+    "start-new",
+    "verify",
+];
+
+/// Upgrades a fresh v1.0.0 instance to `to`, killed after each of
+/// `steps[range]` in turn, each followed by a resume or a rollback and then
+/// by `after(site, old, step)`. Returns the site and the old and new names.
+fn crash_at_each(
+    prefix: &str,
+    (to, extra): (&str, &[&str]),
+    steps: &[&str],
+    range: std::ops::Range<usize>,
+    after: impl Fn(&TestSite, &str, &str),
+) -> (TestSite, String, String) {
     let site = TestSite::new();
-    let (old, new) = (unique("kold"), unique("knew"));
+    let (old, new) = (
+        unique(&format!("{prefix}old")),
+        unique(&format!("{prefix}new")),
+    );
     site.track(&old);
     site.track(&new);
-    let digest = setup(&site, &["v1.0.0", "v1.1.0"], &old, 5_000);
-    let steps = [
-        "preflight",
-        "safety-snapshot",
-        "stop-old",
-        "carry-config",
-        "pre-copy",
-        "migrate-data:postgres",
-        "migrate-data",
-        "start-new",
-        "verify",
-    ];
-    for (i, step) in steps.iter().enumerate() {
+    let digest = setup(&site, &["v1.0.0", to], &old, 5_000);
+    for i in range {
         crash_then_recover(
             &site,
-            (&old, &new, "v1.1.0"),
+            (&old, &new, to),
             &digest,
-            step,
-            &[],
+            steps[i],
+            extra,
             i % 2 == 0,
         );
-    }
-    // A dump's new Postgres loads in a stand-in started before the downtime
-    // (carry-config), which a resume takes over and a rollback removes.
-    let dump = ["--strategy", "dump"];
-    for (i, step) in ["carry-config", "pre-copy", "migrate-data:postgres"]
-        .iter()
-        .enumerate()
-    {
-        crash_then_recover(
-            &site,
-            (&old, &new, "v1.1.0"),
-            &digest,
-            step,
-            &dump,
-            i % 2 == 0,
-        );
+        after(&site, &old, steps[i]);
     }
     assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+    (site, old, new)
 }
 
 #[test]
-fn kill_9_in_a_pg_upgrade_then_resume_or_rollback_loses_nothing() {
-    let site = TestSite::new();
-    let (old, new) = (unique("pgkold"), unique("pgknew"));
-    site.track(&old);
-    site.track(&new);
-    let digest = setup(&site, &["v1.0.0", "v2.0.0"], &old, 5_000);
-    let old_volume = format!("{old}_postgres_data");
-    // After the check on a physical copy, after the pre-copy, after the
-    // staging copy is complete, after pg_upgrade linked it, and after the
-    // new cluster is in place (the step's end). The old volume as it was once the old Postgres stopped is
-    // what every rollback finds.
-    let steps = [
-        "pre-copy:check",
-        "pre-copy",
-        "migrate-data:staging",
-        "migrate-data:pg_upgrade",
-        "migrate-data",
-    ];
-    for (i, step) in steps.iter().enumerate() {
-        crash_then_recover(
-            &site,
-            (&old, &new, "v2.0.0"),
-            &digest,
-            step,
-            &[],
-            i % 2 == 0,
-        );
-        let j = journal(&site, &old);
-        assert_eq!(j["strategy"], "pg_upgrade", "step {step}");
-        assert_eq!(psql(&old, "SHOW server_version_num").get(..2), Some("15"));
-    }
+fn kill_9_at_each_early_step_then_resume_or_rollback_loses_nothing() {
+    crash_at_each("kea", ("v1.1.0", &[]), &COPY_STEPS, 0..5, |_, _, _| {});
+}
+
+#[test]
+fn kill_9_at_each_late_step_then_resume_or_rollback_loses_nothing() {
+    crash_at_each(
+        "kla",
+        ("v1.1.0", &[]),
+        &COPY_STEPS,
+        5..COPY_STEPS.len(),
+        |_, _, _| {},
+    );
+}
+
+/// A dump's new Postgres loads in a stand-in started before the downtime
+/// (carry-config), which a resume takes over and a rollback removes.
+#[test]
+fn kill_9_in_a_dump_then_resume_or_rollback_loses_nothing() {
+    let steps = ["carry-config", "pre-copy", "migrate-data:postgres"];
+    let dump = ("v1.1.0", &["--strategy", "dump"][..]);
+    crash_at_each("kdu", dump, &steps, 0..steps.len(), |_, _, _| {});
+}
+
+// After the check on a physical copy, after the pre-copy, after the staging
+// copy is complete, after pg_upgrade linked it, and after the new cluster is
+// in place (the step's end). The old volume as it was once the old Postgres
+// stopped is what every rollback finds.
+const PG_UPGRADE_STEPS: [&str; 5] = [
+    "pre-copy:check",
+    "pre-copy",
+    "migrate-data:staging",
+    "migrate-data:pg_upgrade",
+    "migrate-data",
+];
+
+fn crash_a_pg_upgrade(prefix: &str, range: std::ops::Range<usize>) {
+    let every_step = |site: &TestSite, old: &str, step: &str| {
+        assert_eq!(journal(site, old)["strategy"], "pg_upgrade", "step {step}");
+        assert_eq!(psql(old, "SHOW server_version_num").get(..2), Some("15"));
+    };
+    let steps = &PG_UPGRADE_STEPS;
+    let (_site, old, new) = crash_at_each(prefix, ("v2.0.0", &[]), steps, range, every_step);
     assert!(
         !volume_exists(&format!("{new}_upkeep-pg-old")),
         "no scratch volume is left"
     );
-    assert!(volume_exists(&old_volume));
+    assert!(volume_exists(&format!("{old}_postgres_data")));
+}
+
+#[test]
+fn kill_9_before_pg_upgrade_links_then_resume_or_rollback_loses_nothing() {
+    crash_a_pg_upgrade("pgke", 0..3);
+}
+
+#[test]
+fn kill_9_after_pg_upgrade_links_then_resume_or_rollback_loses_nothing() {
+    crash_a_pg_upgrade("pgkl", 3..PG_UPGRADE_STEPS.len());
 }
 
 /// Upgrades `old` to `to` as `new` with `extra` arguments, killed after

@@ -19,6 +19,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Where the sample bundles are, building images and bundles on first use.
+/// `UPKEEP_BUNDLES` names bundles the runner has just built (scripts/test.sh
+/// runs scripts/fixtures.sh once; nextest would otherwise run it, about a
+/// second, in every test's process).
 pub fn bundles() -> &'static Path {
     static BUNDLES: OnceLock<PathBuf> = OnceLock::new();
     BUNDLES.get_or_init(|| {
@@ -30,6 +33,11 @@ pub fn bundles() -> &'static Path {
                 String::from_utf8_lossy(&o.stderr)
             ),
             Err(e) => panic!("the docker CLI cannot run ({e}); integration tests need Docker"),
+        }
+        if let Some(dir) = std::env::var_os("UPKEEP_BUNDLES").map(PathBuf::from) {
+            if dir.join("upkeep-sample-v1.0.0").is_dir() {
+                return dir;
+            }
         }
         let status = Command::new("bash")
             .arg(repo_root().join("scripts/fixtures.sh"))
@@ -355,11 +363,13 @@ impl Drop for Moto {
 
 /// Starts moto_server from a venv under target/ (installed from PyPI on first use).
 pub fn moto_server() -> Moto {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let venv = repo_root().join("target/moto-venv");
     let bin = venv.join("bin/moto_server");
     {
-        let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        // a file lock, not a mutex: test runners such as nextest run each
+        // test in its own process, and two pip installs into one venv clash
+        let lock = std::fs::File::create(repo_root().join("target/moto-venv.lock")).unwrap();
+        lock.lock().expect("locking target/moto-venv.lock");
         if !bin.exists() {
             let st = Command::new("python3")
                 .arg("-m")

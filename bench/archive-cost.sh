@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# bench/archive-cost.sh — what reading a volume through the engine's archive
+# API costs against reading its folder on the host, and what upkeep's ingest
+# adds (issue 13, item 3: why `upkeep backup` trails restic's folder backup).
+# Median of 3 rounds each, same volume, page cache warm. Needs root and a
+# local engine (the host-folder reads are what upkeep does not do: DESIGN.md).
+#   bench/archive-cost.sh [MIB]   (default 600: a third random, base64, log text)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MIB=${1:-600}
+P="acost$$"; W=$(mktemp -d); VOL="${P}_vol"
+trap 'docker rm -f "${P}c" >/dev/null 2>&1; docker volume rm -f "$VOL" >/dev/null 2>&1; rm -rf "$W"' EXIT
+INGEST=target/release/examples/ingest
+[[ -x $INGEST ]] || { echo "build first: cargo build --release --examples" >&2; exit 1; }
+docker volume create "$VOL" >/dev/null
+MNT=$(docker volume inspect -f '{{.Mountpoint}}' "$VOL")
+n=$(( MIB / 50 )); i=0
+while [ $i -lt $n ]; do
+  case $((i % 3)) in
+    0) head -c 52428800 /dev/urandom > "$MNT/blob-$i.bin" ;;
+    1) head -c 39321600 /dev/urandom | base64 | head -c 52428800 > "$MNT/export-$i.b64" ;;
+    2) seq -f "2024-01-01T00:00:%g INFO [api] GET /api/v1/datasets/%g status=200" 1 800000 | head -c 52428800 > "$MNT/app-$i.log" ;;
+  esac
+  i=$((i + 1))
+done
+docker create --name "${P}c" -v "$VOL:/v:ro" upkeep-test/postgres:15 true >/dev/null
+sock=/var/run/docker.sock
+t() { local t0 t1; t0=$(date +%s.%N); bash -o pipefail -c "$1" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'; }
+med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+printf 'pw\n' > "$W/pw"; chmod 600 "$W/pw"
+declare -A R
+for round in 1 2 3; do
+  R[host]+=" $(t "tar -C $MNT -cf - . | cat > /dev/null")"
+  R[engine]+=" $(t "curl -sf --unix-socket $sock 'http://x/v1.41/containers/${P}c/archive?path=/v' | cat > /dev/null")"
+  tar -C "$MNT" -cf "$W/vol.tar" .
+  rm -rf "$W/repo"
+  R[ingest]+=" $(t "UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol < $W/vol.tar")"
+  R[ingest2]+=" $(t "UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol < $W/vol.tar")"
+  R[engine_ingest]+=" $(t "curl -sf --unix-socket $sock 'http://x/v1.41/containers/${P}c/archive?path=/v' | UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol")"
+  rm -rf "$W/repo-r"; RESTIC_PASSWORD=pw restic -q -r "$W/repo-r" init >/dev/null
+  R[restic]+=" $(t "cd $MNT && RESTIC_PASSWORD=pw RESTIC_CACHE_DIR=$W/rc restic -q -r $W/repo-r backup .")"
+  R[restic2]+=" $(t "cd $MNT && RESTIC_PASSWORD=pw RESTIC_CACHE_DIR=$W/rc restic -q -r $W/repo-r backup .")"
+  rm -f "$W/vol.tar"
+done
+echo "| $MIB MiB of files in a volume | median s | rounds |"
+echo "| --- | ---: | --- |"
+declare -A WHAT=(
+  [host]="\`tar -cf -\` of the volume's folder on the host"
+  [engine]="the engine's archive API of the same folder (\`GET /containers/ID/archive\`: what upkeep reads)"
+  [ingest]="\`examples/ingest\` of that tar from the page cache, fresh repository"
+  [ingest2]="the same again, unchanged (every byte chunked and hashed, nothing stored)"
+  [engine_ingest]="archive API piped into \`examples/ingest\`, unchanged (upkeep's second backup of the volume)"
+  [restic]="\`restic backup .\` of the folder, fresh repository"
+  [restic2]="the same again, unchanged (restic skips files by size, mtime and inode)"
+)
+for k in host engine ingest ingest2 engine_ingest restic restic2; do
+  read -ra v <<< "${R[$k]}"
+  echo "| ${WHAT[$k]} | $(med "${v[@]}") | ${v[*]} |"
+done
