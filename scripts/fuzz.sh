@@ -15,6 +15,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Usage: scripts/fuzz.sh [--build]   (--build: install cargo-fuzz and build
+# the targets, run nothing; the test run builds early, fuzzes last)
+BUILD_ONLY=
+case "${1:-}" in
+  --build) BUILD_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: scripts/fuzz.sh [--build]" >&2; exit 2 ;;
+esac
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
@@ -25,6 +33,7 @@ if [ "$(cargo fuzz --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ_VE
 fi
 
 cargo fuzz build -O -s none --fuzz-dir fuzz
+[ -z "$BUILD_ONLY" ] || exit 0
 for target in $(cargo fuzz list --fuzz-dir fuzz); do
   mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
   echo "=== fuzz $target (${SECONDS_EACH}s) ==="

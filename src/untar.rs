@@ -34,6 +34,8 @@ pub enum Unsafe {
     SpecialFile(String),
     #[error("entry `{0}` would replace a folder by a file or link; it was refused")]
     FolderInTheWay(String),
+    #[error("entry `{0}` needs `{1}` to be a folder, but it is a file; it was refused")]
+    FileInTheWay(String, String),
     #[error("entry `{0}` appears twice or exists already; it was refused")]
     Exists(String),
 }
@@ -248,6 +250,9 @@ impl<'d> Unpacking<'d> {
             if self.links.contains(parent) || is_link(&self.dest.join(parent)) {
                 return Err(Unsafe::ThroughLink(shown, parent.display().to_string()).into());
             }
+            if self.is_file_here(parent) {
+                return Err(Unsafe::FileInTheWay(shown, parent.display().to_string()).into());
+            }
         }
         let is_dir = matches!(action, Action::Dir);
         match fs::symlink_metadata(self.dest.join(&rel)) {
@@ -303,6 +308,14 @@ impl<'d> Unpacking<'d> {
                 .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
             owner,
         }))
+    }
+
+    /// `rel` will be a file when the entries so far are written: one of
+    /// them, or one already in the folder that no entry made a folder.
+    fn is_file_here(&self, rel: &Path) -> bool {
+        self.files.contains(rel)
+            || (!self.folders.contains(rel)
+                && fs::symlink_metadata(self.dest.join(rel)).is_ok_and(|m| !m.is_dir()))
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>, plan: Plan) -> Result<()> {

@@ -216,6 +216,59 @@ fn hostile_snapshot_from_restic_deletes_nothing_outside_the_home() {
     }
 }
 
+/// Found by the config_restore fuzz target: an archive whose entries pass
+/// every name check but cannot all be written, because one uses as a folder
+/// what an earlier entry (`etc/ssl`, a file) or the home itself
+/// (`etc/app.conf`) holds as a file. Refused before anything is written, so
+/// the home keeps its files byte for byte.
+#[test]
+fn an_archive_that_uses_a_file_as_a_folder_is_refused_before_writing() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a file of the archive",
+            crafted_tar(&[
+                Item::File(".env", b"A=1\n", 0o600),
+                Item::File("etc/ssl", b"", 0o755),
+                Item::File("etc/ssl/server.key", b"key\n", 0o600),
+            ]),
+        ),
+        (
+            "a file of the home",
+            crafted_tar(&[
+                Item::File(".env", b"A=1\n", 0o600),
+                Item::File("etc/app.conf/extra", b"x\n", 0o644),
+            ]),
+        ),
+    ];
+    for (case, tar) in &cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        fs::create_dir_all(home.join("etc")).unwrap();
+        fs::write(home.join(".env"), "DEFAULT=1\n").unwrap();
+        fs::write(home.join("etc/app.conf"), "default\n").unwrap();
+        let err = match upkeep::snapshot::config::restore(&tar[..], &home) {
+            Ok(paths) => panic!("{case}: restored {paths:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("is a file"), "{case}: {err}");
+        assert!(
+            err.contains("nothing in the instance folder was changed"),
+            "{case}: {err}"
+        );
+        assert_eq!(
+            fs::read_to_string(home.join(".env")).unwrap(),
+            "DEFAULT=1\n",
+            "{case}"
+        );
+        assert_eq!(
+            fs::read_to_string(home.join("etc/app.conf")).unwrap(),
+            "default\n",
+            "{case}"
+        );
+        assert!(!home.join("etc/ssl").exists(), "{case}");
+    }
+}
+
 // ----- defect 2: bundle link chains -----
 
 /// `up` resolves to the release root but counts as six folders deep; a

@@ -77,6 +77,29 @@ fn two_copies_of_a_release_run_side_by_side() {
         "0"
     );
 
+    // Sizes of the instance's own volumes, only when asked for: a Postgres
+    // cluster is tens of MiB, its empty backups volume a few KiB.
+    let sizes = |st: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        let vols = st[0]["volumes"].as_array().unwrap().iter();
+        vols.map(|v| (v["key"].as_str().unwrap().to_string(), v["size"].clone()))
+            .collect()
+    };
+    let plain = sizes(&site.json(&["status", v100]));
+    assert!(plain.iter().all(|(_, s)| s.is_null()), "{plain:?}");
+    let measured = sizes(&site.json(&["status", v100, "--sizes"]));
+    let size_of = |key: &str| measured.iter().find(|(k, _)| k == key).unwrap().1.clone();
+    assert!(
+        size_of("postgres_data").as_str().unwrap().ends_with("MiB"),
+        "{measured:?}"
+    );
+    assert!(
+        size_of("postgres_backups")
+            .as_str()
+            .unwrap()
+            .ends_with("KiB"),
+        "{measured:?}"
+    );
+
     // stop and down keep the volumes and their data.
     site.ok(&["stop", v100]);
     let st = site.json(&["status", v100]);

@@ -182,6 +182,56 @@ fn an_upgrade_that_fails_rolls_back_by_itself() {
     assert!(status.contains("rolled back"), "{status}");
 }
 
+/// A 1 MiB file system, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a 1 MiB tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// The preflight measures the instance's own volumes (tens of MiB of
+/// Postgres) and refuses when the repository's file system cannot hold the
+/// safety snapshot, before anything is stopped or made.
+#[test]
+fn an_upgrade_without_room_for_its_snapshot_is_refused_before_any_change() {
+    let site = TestSite::new();
+    let (old, new) = (unique("roomold"), unique("roomnew"));
+    site.track(&old);
+    site.track(&new);
+    let digest = setup(&site, &["v1.0.0", "v1.1.0"], &old, 100);
+    let _small = SmallFs::mount(&site.root.join("backups"));
+    let err = site.fails(&["upgrade", &old, "--to", "v1.1.0", "--as", &new, "--yes"]);
+    assert!(
+        err.contains("the backup repository")
+            && err.contains("MiB")
+            && err.contains("free space first"),
+        "{err}"
+    );
+    assert_eq!(state(&site, &old), "running");
+    assert_eq!(state(&site, &new), "absent");
+    assert!(!volume_exists(&format!("{new}_postgres_data")));
+    assert_eq!(table_digest(&old, "items"), digest);
+}
+
 // The upgrade's steps, each killed once, in three tests that a runner can
 // run side by side (one sequence of twelve crashes took over 12 minutes).
 // The step's position in the whole list decides resume or rollback, so each

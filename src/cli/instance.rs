@@ -8,7 +8,8 @@ use clap::Args;
 use super::output::{table, Output};
 use super::Session;
 use crate::docker::Engine;
-use crate::instance::{self, InstanceStatus};
+use crate::durable::human_bytes;
+use crate::instance::{self, InstanceRecord, InstanceStatus};
 use crate::site::Site;
 
 #[derive(Debug, Args)]
@@ -61,6 +62,10 @@ pub struct AdoptArgs {
 pub struct StatusArgs {
     /// One instance; all when omitted.
     pub name: Option<String>,
+    /// Measure each volume's disk usage (walks its files in a helper
+    /// container: takes a while on big volumes).
+    #[arg(long)]
+    pub sizes: bool,
 }
 
 pub fn up(site: &Site, args: &UpArgs, out: &Output) -> Result<()> {
@@ -141,6 +146,20 @@ pub fn down(site: &Site, args: &NameArgs, out: &Output) -> Result<()> {
     })
 }
 
+/// Sizes of the instance's volumes, or a warning and `?` when they cannot
+/// be measured.
+fn fill_volume_sizes(site: &Site, engine: &Engine, rec: &InstanceRecord, st: &mut InstanceStatus) {
+    let sizes = crate::ops::Target::load(site, rec.clone()).and_then(|t| t.volume_usage(engine));
+    match sizes {
+        Ok(sizes) => {
+            for v in &mut st.volumes {
+                v.size = sizes.get(&v.name).map(|b| human_bytes(*b));
+            }
+        }
+        Err(e) => tracing::warn!("cannot measure the volumes of {}: {e:#}", rec.name),
+    }
+}
+
 pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
     let engine = Engine::connect()?;
     let records = match &args.name {
@@ -151,7 +170,11 @@ pub fn status(site: &Site, args: &StatusArgs, out: &Output) -> Result<()> {
         .iter()
         .map(|r| instance::status(site, &engine, r))
         .collect::<Result<Vec<_>>>()?;
-    instance::fill_volume_sizes(&engine, &mut statuses);
+    if args.sizes {
+        for (st, rec) in statuses.iter_mut().zip(&records) {
+            fill_volume_sizes(site, &engine, rec, st);
+        }
+    }
     let upgrades = crate::ops::upgrade::journals(site)?;
     for st in &mut statuses {
         st.upgrade = upgrades
@@ -229,6 +252,9 @@ fn describe(st: &InstanceStatus) -> String {
             ]
         })
         .collect();
+    // Sizes are measured on request only (`--sizes`); otherwise the column
+    // says whether the volume exists.
+    let measured = st.volumes.iter().any(|v| v.size.is_some());
     let volumes: Vec<Vec<String>> = st
         .volumes
         .iter()
@@ -240,10 +266,11 @@ fn describe(st: &InstanceStatus) -> String {
                 } else {
                     v.name.clone()
                 },
-                if v.exists {
-                    v.size.clone().unwrap_or_else(|| "?".into())
-                } else {
-                    "absent".into()
+                match (v.exists, &v.size) {
+                    (false, _) => "absent".into(),
+                    (true, Some(size)) => size.clone(),
+                    (true, None) if measured => "?".into(),
+                    (true, None) => "yes".into(),
                 },
             ]
         })
@@ -270,7 +297,12 @@ fn describe(st: &InstanceStatus) -> String {
             &containers,
         ));
     }
-    parts.push(table(&["VOLUME", "DOCKER VOLUME", "SIZE"], &volumes));
+    let header: &[&str] = if measured {
+        &["VOLUME", "DOCKER VOLUME", "SIZE"]
+    } else {
+        &["VOLUME", "DOCKER VOLUME", "PRESENT"]
+    };
+    parts.push(table(header, &volumes));
     if !ports.is_empty() {
         parts.push(table(&["SERVICE", "HOST PORT", "VENDOR PORT"], &ports));
     }

@@ -2,7 +2,6 @@
 //! without the "already exists but was not created by Docker Compose" warning.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use bollard::models::VolumeCreateRequest;
@@ -94,34 +93,53 @@ impl Engine {
         self.create_volume(name, labels)
     }
 
-    /// Disk usage per volume name in bytes (approximate: docker rounds).
-    pub fn volume_bytes(&self) -> HashMap<String, u64> {
-        self.volume_sizes()
-            .into_iter()
-            .filter_map(|(name, size)| parse_size(&size).map(|b| (name, b)))
-            .collect()
-    }
-
-    /// Disk usage per volume name. The typed API client follows the newest
-    /// `/system/df` schema, which older engines (API 1.41) do not send, so
-    /// this asks the docker CLI, which speaks every version.
-    pub fn volume_sizes(&self) -> HashMap<String, String> {
-        let out = Command::new("docker")
-            .args(["system", "df", "-v", "--format", "{{json .Volumes}}"])
-            .output();
-        let Ok(out) = out else {
-            return HashMap::new();
-        };
-        #[derive(serde::Deserialize)]
-        struct Row {
-            #[serde(rename = "Name")]
-            name: String,
-            #[serde(rename = "Size")]
-            size: String,
+    /// Disk usage in bytes of each of `volumes`, by `du` in one helper of
+    /// `image` that mounts them read-only. Only these volumes are walked:
+    /// the engine's own figure (`/system/df`) walks every volume, layer and
+    /// container on the host (5 s on a near-empty test engine, minutes on a
+    /// big one) and refuses a second caller while one runs.
+    pub fn volume_usage(&self, volumes: &[&str], image: &str) -> Result<HashMap<String, u64>> {
+        if volumes.is_empty() {
+            return Ok(HashMap::new());
         }
-        let rows: Vec<Row> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        rows.into_iter().map(|r| (r.name, r.size)).collect()
+        let targets: Vec<String> = (0..volumes.len()).map(|i| format!("/v/{i}")).collect();
+        let mounts: Vec<(&str, &str, bool)> = volumes
+            .iter()
+            .zip(&targets)
+            .map(|(v, t)| (*v, t.as_str(), true))
+            .collect();
+        let mut cmd = vec!["du", "-sk"];
+        cmd.extend(targets.iter().map(String::as_str));
+        let (code, out) = self.run_with_volumes(image, &cmd, &mounts)?;
+        if code != 0 {
+            bail!("`du` in {image} failed (exit {code}): {}", out.trim());
+        }
+        parse_du(&out, volumes)
     }
+}
+
+/// `du -sk /v/0 /v/1 …` output as bytes per volume, or why it is not that.
+fn parse_du(out: &str, volumes: &[&str]) -> Result<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = line
+            .split_once(char::is_whitespace)
+            .and_then(|(kib, path)| {
+                let i: usize = path.trim().strip_prefix("/v/")?.parse().ok()?;
+                Some((kib.parse::<u64>().ok()?, volumes.get(i)?))
+            });
+        let (kib, volume) = parsed.with_context(|| format!("unexpected `du` output: {line}"))?;
+        sizes.insert(volume.to_string(), kib * 1024);
+    }
+    if sizes.len() != volumes.len() {
+        bail!(
+            "`du` measured {} of {} volumes: {}",
+            sizes.len(),
+            volumes.len(),
+            out.trim()
+        );
+    }
+    Ok(sizes)
 }
 
 impl Engine {
@@ -139,31 +157,22 @@ impl Engine {
     }
 }
 
-/// Parses docker's human sizes (`0B`, `512kB`, `47.25MB`, `1.2GB`: decimal units).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (num, unit) = text.split_at(split);
-    let n: f64 = num.trim().parse().ok()?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "b" => 1e0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn docker_sizes_parse() {
-        assert_eq!(super::parse_size("0B"), Some(0));
-        assert_eq!(super::parse_size("512kB"), Some(512_000));
-        assert_eq!(super::parse_size("47.25MB"), Some(47_250_000));
-        assert_eq!(super::parse_size("1.5GB"), Some(1_500_000_000));
-        assert_eq!(super::parse_size("N/A"), None);
+    fn du_output_is_read_per_volume() {
+        let vols = ["a_data", "b_uploads"];
+        let sizes = super::parse_du("46892\t/v/0\n8\t/v/1\n", &vols).unwrap();
+        assert_eq!(sizes["a_data"], 46_892 * 1024);
+        assert_eq!(sizes["b_uploads"], 8 * 1024);
+        assert!(
+            super::parse_du("46892\t/v/0\n", &vols).is_err(),
+            "one missing"
+        );
+        assert!(super::parse_du("du: not found\n", &vols).is_err());
+        assert!(
+            super::parse_du("12\t/v/7\n4\t/v/0\n", &vols).is_err(),
+            "no such index"
+        );
     }
 }

@@ -195,16 +195,6 @@ pub fn status(site: &Site, engine: &Engine, rec: &InstanceRecord) -> Result<Inst
     })
 }
 
-/// Adds volume sizes to statuses (one engine-wide query for all of them).
-pub fn fill_volume_sizes(engine: &Engine, statuses: &mut [InstanceStatus]) {
-    let sizes = engine.volume_sizes();
-    for st in statuses {
-        for v in &mut st.volumes {
-            v.size = sizes.get(&v.name).cloned();
-        }
-    }
-}
-
 fn overall_state(containers: &[ContainerInfo]) -> String {
     let live: Vec<&ContainerInfo> = containers.iter().filter(|c| !exited_cleanly(c)).collect();
     let state = if containers.is_empty() {

@@ -87,6 +87,21 @@ impl Target {
         all
     }
 
+    /// Bytes used by each of the instance's data volumes that exists, by
+    /// `du` in a helper of its Postgres image (else any of its images).
+    pub fn volume_usage(&self, engine: &Engine) -> Result<std::collections::HashMap<String, u64>> {
+        let mut volumes: Vec<String> = Vec::new();
+        for name in self.data_volumes().into_values() {
+            if !volumes.contains(&name) && engine.volume(&name)?.is_some() {
+                volumes.push(name);
+            }
+        }
+        let pg = self.profile.postgres.as_ref().map(|p| p.service.as_str());
+        let image = self.helper_image(pg)?;
+        let names: Vec<&str> = volumes.iter().map(String::as_str).collect();
+        engine.volume_usage(&names, &image)
+    }
+
     /// An image of this release to create helper containers from (never
     /// started): the one of `service` if given, else any.
     pub fn helper_image(&self, service: Option<&str>) -> Result<String> {

@@ -197,12 +197,16 @@ pub fn plan(
 /// in the site's repository (compressed and deduplicated, it is smaller
 /// than the volumes; their size is the safe bound).
 fn check_space(site: &Site, engine: &Engine, old: &Target) -> Result<()> {
-    let sizes = engine.volume_bytes();
-    let needed: u64 = old
-        .data_volumes()
-        .values()
-        .filter_map(|v| sizes.get(v))
-        .sum();
+    let needed = match old.volume_usage(engine) {
+        Ok(sizes) => sizes.values().sum(),
+        Err(e) => {
+            tracing::warn!(
+                "cannot measure the volumes of {} ({e:#}): free space not checked",
+                old.rec.name
+            );
+            return Ok(());
+        }
+    };
     let root = engine.data_root()?;
     let mut places = vec![(root.clone(), "Docker's data root (the new volumes)")];
     let repo = crate::ops::repository::default_location(site);
