@@ -208,6 +208,10 @@ fn every_database_is_upgraded_from_15_to_17_and_restored_from_a_backup() {
         log.contains("pg_upgrade --check passed on a physical copy"),
         "the check ran before the downtime: {log}"
     );
+    assert!(
+        log.contains("cluster initialised before the downtime"),
+        "initdb ran before the downtime: {log}"
+    );
     let old_volume = format!("{old}_postgres_data");
     let before = volume_listing(&old_volume);
     let resumed = site.run(&["upgrade", "--resume", &old, "-v"]);

@@ -161,7 +161,7 @@ pub fn plan(
             match strategy {
                 Strategy::Copy => "every volume",
                 Strategy::Dump => "the volumes other than Postgres's data",
-                Strategy::PgUpgrade => "every volume (Postgres's data into a staging folder of the new volume)",
+                Strategy::PgUpgrade => "every volume (Postgres's data into a staging folder of the new volume, after pg_upgrade --check on a physical copy of the running server; the new cluster initialised beside it)",
             },
             old.rec.name,
             new.rec.name
@@ -170,7 +170,7 @@ pub fn plan(
         match strategy {
             Strategy::Copy => "copy what changed since the pre-copy (Postgres data as files)".to_string(),
             Strategy::Dump => "dump Postgres from the old server and restore it into the new one; copy what changed in the other volumes".to_string(),
-            Strategy::PgUpgrade => "copy what changed since the pre-copy; pg_upgrade --check, then --link from the staging copy into a new cluster, moved into place with the old settings the new Postgres knows".to_string(),
+            Strategy::PgUpgrade => "copy what changed since the pre-copy; pg_upgrade --link from the staging copy into the new cluster, moved into place with the old settings the new Postgres knows".to_string(),
         },
         format!("start {} on release {} (ports {})", new.rec.name, opts.to, new_ports.join(", ")),
         "verify: containers ready, Postgres answering, row counts equal (downtime ends)".into(),

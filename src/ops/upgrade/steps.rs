@@ -299,6 +299,9 @@ fn pre_copy(cx: &Ctx, old: &Target, j: &mut Journal) -> Result<()> {
     let since = unix_now().floor() as i64;
     std::thread::sleep(Duration::from_millis(50));
     copy_volumes(engine, old, &new, j.strategy, None)?;
+    if j.strategy == Strategy::PgUpgrade {
+        pg_upgrade::init_new_cluster(engine, old, &new, j)?;
+    }
     j.precopy_since = Some(since);
     instance::create_containers(site, compose, &new.rec, &[])
 }

@@ -22,7 +22,7 @@ use crate::postgres::{conf, Server};
 
 pub use binaries::volume_name;
 pub(super) use check::check_before_downtime;
-pub(super) use run::{after_start, empty_new_volume, migrate};
+pub(super) use run::{after_start, empty_new_volume, init_new_cluster, migrate};
 
 /// Staging folder of the old cluster, and of the new one, on the new volume.
 pub const STAGING: &str = ".upkeep-pg_upgrade/old";

@@ -13,24 +13,47 @@ use super::super::journal::{crash_point, Journal};
 use super::super::steps::phase;
 use super::{binaries, OldCluster};
 
+/// As root in the new image, on the new volume at /v: the staging folder
+/// made the new image's `postgres` user's, before the downtime, so that
+/// user can initialise the new cluster in it.
+const OWN_STAGING: &str = r#"set -eu
+W=/v/.upkeep-pg_upgrade
+mkdir -p "$W"
+chown postgres:postgres /v "$W"
+"#;
+
+/// As `postgres` in the new image, before the downtime: a new cluster
+/// initialised beside the staging copy (initdb needs nothing of the old
+/// one), marked ready only once initdb succeeded. `$1` new bindir, `$2`
+/// install user, then initdb's options.
+const INIT_NEW: &str = r#"set -u
+N=$1 U=$2; shift 2
+W=/v/.upkeep-pg_upgrade
+cd /tmp || exit 1
+rm -rf "$W/new" "$W/new.ready"
+"$N/initdb" -D "$W/new" -U "$U" --auth=trust "$@" >/tmp/out 2>&1 || { echo "initdb failed:"; cat /tmp/out; exit 2; }
+touch "$W/new.ready"
+"#;
+
 /// As root in the new image, on the new volume at /v: the staging copy
-/// made the new image's `postgres` user's and private, its pg_hba.conf
-/// replaced (the copy is ours; pg_upgrade logs in over the socket), and
-/// any new cluster of an earlier attempt removed.
+/// made the new image's `postgres` user's and private, and its pg_hba.conf
+/// replaced (the copy is ours; pg_upgrade logs in over the socket).
 const PREPARE: &str = r#"set -eu
 W=/v/.upkeep-pg_upgrade
 [ -f "$W/old/PG_VERSION" ] || { echo "no staging copy in $W/old"; exit 3; }
-rm -rf "$W/new"
 [ "$(stat -c %u "$W/old")" = "$(id -u postgres)" ] || chown -R postgres:postgres "$W/old"
 chown postgres:postgres /v "$W"
 chmod 700 /v "$W/old"
 printf 'local all all trust\n' >"$W/old/pg_hba.conf"
 "#;
 
-/// As `postgres` in the new image: initdb beside the staging copy, then
-/// `pg_upgrade --link` (its checks ran before the downtime, on a physical
-/// copy; `--link` runs them again itself). `$1` new bindir, `$2` install user,
-/// then initdb's options. On failure, pg_upgrade's own reports.
+/// As `postgres` in the new image: `pg_upgrade --link` into the new cluster
+/// made before the downtime (initdb now if it is not ready: a redo empties
+/// the volume), its checks having run before the downtime on a physical
+/// copy (`--link` runs them again itself). The ready mark goes first: a
+/// cluster pg_upgrade touched is never used again. It syncs the new cluster
+/// itself. `$1` new bindir, `$2` install user, then initdb's options. On
+/// failure, pg_upgrade's own reports.
 const UPGRADE: &str = r#"set -u
 N=$1 U=$2; shift 2
 W=/v/.upkeep-pg_upgrade
@@ -40,11 +63,48 @@ report() {
   find "$W/new/pg_upgrade_output.d" -name '*.txt' 2>/dev/null | while read -r f; do echo "== ${f##*/}"; head -n 40 "$f"; done
   exit 2
 }
-"$N/initdb" -D "$W/new" -U "$U" --auth=trust "$@" >/tmp/out 2>&1 || { echo "initdb failed:"; cat /tmp/out; exit 2; }
+if [ ! -f "$W/new.ready" ]; then
+  rm -rf "$W/new"
+  "$N/initdb" -D "$W/new" -U "$U" --auth=trust "$@" >/tmp/out 2>&1 || { echo "initdb failed:"; cat /tmp/out; exit 2; }
+fi
+rm -f "$W/new.ready"
 set -- -b /upkeep-old/bin -B "$N" -d "$W/old" -D "$W/new" -U "$U" --socketdir=/tmp -p 50432 -P 50433 -j 2
 "$N/pg_upgrade" "$@" --link >/tmp/out 2>&1 || report --link
-sync
 "#;
+
+/// Before the downtime, after the pre-copy: the new cluster initialised,
+/// so the downtime runs only `pg_upgrade --link`.
+pub(in crate::ops::upgrade) fn init_new_cluster(
+    engine: &Engine,
+    old: &Target,
+    new: &Target,
+    j: &Journal,
+) -> Result<()> {
+    let facts = j
+        .pg_upgrade
+        .as_ref()
+        .context("the journal lacks the pg_upgrade preflight's facts")?;
+    let (_, new_volume) = data_volumes(old, new)?;
+    let new_image = new.helper_image(Some(&new.postgres()?.service))?;
+    let started = std::time::Instant::now();
+    helper(
+        engine,
+        &new_image,
+        None,
+        OWN_STAGING,
+        &[],
+        &[(new_volume.as_str(), "/v", false)],
+    )?;
+    facts
+        .run_with_both(engine, &new_image, &new_volume, INIT_NEW)
+        .context("initialising the new cluster for pg_upgrade")?;
+    tracing::info!(
+        "new Postgres {} cluster initialised before the downtime ({:.1}s)",
+        facts.new_major,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// As root in the new image, the old volume read-only at /from: the new
 /// cluster moved into the volume's root by rename, the staging copy
