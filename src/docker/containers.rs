@@ -384,7 +384,13 @@ one() {
 }
 "#;
 
-/// Runs `one` for every mounted pair at once; fails if any failed.
+/// Runs `one` for every mounted pair at once; fails if any failed. Then
+/// the copies are flushed (syncfs of each volume's file system, a global
+/// sync where `sync -f` is missing): a new Postgres starts on them, and
+/// its own checkpoints never fsync a file it did not write, so without
+/// this a power cut in the next half minute could tear a cluster the
+/// journal calls upgraded. After a pre-copy this also moves the bulk of
+/// the writeback out of the downtime.
 const EACH_PAIR: &str = r#"
 pids=
 for d in /upkeep/*; do
@@ -393,7 +399,9 @@ for d in /upkeep/*; do
 done
 fail=0
 for p in $pids; do wait "$p" || fail=1; done
-exit $fail
+[ "$fail" = 0 ] || exit 1
+for d in /upkeep/*; do sync -f "$d/vol" 2>/dev/null || { sync; break; }; done
+exit 0
 "#;
 
 /// Containers started and stopped through the API rather than compose: one

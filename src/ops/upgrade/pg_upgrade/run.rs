@@ -131,7 +131,7 @@ done
 chown postgres:postgres /v /v/postgresql.conf /v/postgresql.auto.conf
 chmod 700 /v
 chmod 600 /v/postgresql.conf /v/postgresql.auto.conf
-sync
+sync -f /v 2>/dev/null || sync
 "#;
 
 /// The downtime's part: the staging copy is complete (the caller copied
