@@ -17,6 +17,7 @@ pub mod conf;
 mod databases;
 mod maintenance;
 mod physical;
+mod unchanged;
 pub use databases::{Database, Grant, Setting};
 pub use physical::{explain_refusal, with_root_entry};
 

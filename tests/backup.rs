@@ -542,3 +542,126 @@ fn a_postgres_behind_a_wrapper_command_is_restored_as_configured() {
     assert_eq!(psql(&dst, "SHOW max_connections"), "42");
     assert_eq!(twins(&dst), Vec::<String>::new());
 }
+
+/// The WAL insert position once it has not moved for 16 s: the background
+/// writer logs one standby snapshot up to 15 s after the last change.
+fn quiet_wal(name: &str) -> String {
+    let start = Instant::now();
+    let mut last = psql(name, "SELECT pg_current_wal_insert_lsn()");
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(16) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the WAL of {name} kept moving"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let now = psql(name, "SELECT pg_current_wal_insert_lsn()");
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
+fn backup_postgres(site: &TestSite, name: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["backup", name];
+    args.extend(extra);
+    let report = site.json(&args);
+    let mut pg = report["manifest"]["postgres"].clone();
+    pg["snapshot"] = report["snapshot"]["id"].clone();
+    pg["items"] = report["manifest"]["items"].clone();
+    pg
+}
+
+#[test]
+fn an_unchanged_cluster_reuses_its_dumps_and_any_change_dumps_again() {
+    let site = TestSite::new();
+    let (src, dst) = (unique("src"), unique("dst"));
+    site.track(&src);
+    site.track(&dst);
+    populated(&site, &src, 2000);
+    psql(
+        &src,
+        "CREATE TABLE tickets(id serial primary key, what text); \
+         INSERT INTO tickets(what) VALUES ('a'), ('b'), ('c')",
+    );
+    // No timed checkpoint and no autovacuum: nothing writes WAL on its own.
+    // VACUUM prunes the catalog's dead rows now: a read (the first
+    // backup's) would, and pruning writes WAL (that backup's successor
+    // would then dump again, rightly).
+    psql(&src, "ALTER SYSTEM SET checkpoint_timeout = '1d'");
+    psql(&src, "ALTER SYSTEM SET autovacuum = off");
+    psql(&src, "SELECT pg_reload_conf()");
+    psql(&src, "VACUUM");
+    psql(&src, "CHECKPOINT");
+    quiet_wal(&src);
+
+    let first = backup_postgres(&site, &src, &[]);
+    assert!(first["dumps_from"].is_null(), "{first}");
+    assert!(first["dump_fingerprint"].is_string(), "{first}");
+    let out = site.run(&["-v", "backup", &src]);
+    let (text, log) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success()
+            && text.contains(&format!(
+                "unchanged since snapshot {}",
+                &first["snapshot"].as_str().unwrap()[..8]
+            )),
+        "{text}{log}"
+    );
+    let second = site.json(&["snapshots", "--instance", &src]);
+    let second_id = second.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reused = backup_postgres(&site, &src, &[]);
+    assert_eq!(reused["dumps_from"], second_id.as_str(), "{reused}");
+    assert_eq!(reused["items"], first["items"], "same dumps, same digests");
+    let fresh = backup_postgres(&site, &src, &["--fresh-dumps"]);
+    assert!(fresh["dumps_from"].is_null(), "{fresh}");
+    assert_eq!(fresh["dump_fingerprint"], first["dump_fingerprint"]);
+
+    // The reused dumps restore (the restore verifies their row counts).
+    let users = table_digest(&src, "users");
+    let out = site.ok(&[
+        "restore",
+        &reused["snapshot"].as_str().unwrap()[..8],
+        "--into",
+        "v1.0.0",
+        "--as",
+        &dst,
+    ]);
+    assert!(out.contains("row counts of 3 tables match"), "{out}");
+    assert_eq!(table_digest(&dst, "users"), users);
+
+    // nextval writes WAL only every 32 values: the second call leaves the
+    // WAL where it was, and the backup must still see the change.
+    psql(&src, "SELECT nextval('tickets_id_seq')");
+    quiet_wal(&src);
+    let before = backup_postgres(&site, &src, &[]);
+    assert!(before["dumps_from"].is_null(), "{before}");
+    let lsn = psql(&src, "SELECT pg_current_wal_insert_lsn()");
+    psql(&src, "SELECT nextval('tickets_id_seq')");
+    assert_eq!(
+        psql(&src, "SELECT pg_current_wal_insert_lsn()"),
+        lsn,
+        "this nextval was expected to write no WAL"
+    );
+    let after = backup_postgres(&site, &src, &[]);
+    assert!(after["dumps_from"].is_null(), "{after}");
+    assert_ne!(after["dump_fingerprint"], before["dump_fingerprint"]);
+
+    // An unlogged table changes without WAL: no fingerprint, always dumped.
+    psql(&src, "CREATE UNLOGGED TABLE scratch(x int)");
+    let out = site.run(&["-v", "backup", &src]);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("1 unlogged relation(s)"), "{log}");
+    let unlogged = backup_postgres(&site, &src, &[]);
+    assert!(unlogged["dumps_from"].is_null(), "{unlogged}");
+    assert!(unlogged["dump_fingerprint"].is_null(), "{unlogged}");
+    assert!(site.ok(&["check", "--read-data"]).contains("no errors"));
+}

@@ -42,6 +42,10 @@ pub struct BackupArgs {
     /// `[postgres] backup`, else `logical`.
     #[arg(long, value_name = "COPIES")]
     pub postgres: Option<PostgresCopies>,
+    /// Dump Postgres even when nothing changed since the instance's last
+    /// snapshot (by default its dumps are then reused, not taken again).
+    #[arg(long)]
+    pub fresh_dumps: bool,
     /// Print what would be done, and do nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -87,6 +91,7 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         } else {
             args.postgres
         },
+        fresh_dumps: args.fresh_dumps,
     };
     if args.dry_run {
         let t = Target::load(site, instance::load(site, &args.instance)?)?;
@@ -122,6 +127,12 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         text += &table(&["STREAM", "SIZE", "SHA256"], &rows);
         if let Some(pg) = &m.postgres {
             text += &format!("\nPostgres {} ({})", pg.major, pg.mode);
+            if let Some(from) = &pg.dumps_from {
+                text += &format!(
+                    "\n  unchanged since snapshot {}: its dumps are reused, not taken again (--fresh-dumps takes them)",
+                    &from[..from.len().min(8)]
+                );
+            }
             for db in pg.databases(m) {
                 text += &format!("\n  database {}: {} tables", db.name(&pg.database), db.row_counts.len());
             }

@@ -494,7 +494,13 @@ impl Repository {
         Ok(())
     }
 
-    fn find_node(&self, idx: &Index, snap_id: &Id, s: &SnapshotFile, name: &str) -> Result<Node> {
+    pub(crate) fn find_node(
+        &self,
+        idx: &Index,
+        snap_id: &Id,
+        s: &SnapshotFile,
+        name: &str,
+    ) -> Result<Node> {
         let mut tree = s.tree;
         let parts: Vec<&str> = name.trim_matches('/').split('/').collect();
         for (i, part) in parts.iter().enumerate() {

@@ -133,6 +133,11 @@ impl<'r> SnapshotWriter<'r> {
         self.progress = Some(Box::new(f));
     }
 
+    /// The repository this snapshot is written into.
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
     /// Sets (or replaces) the manifest stored at commit.
     pub fn set_manifest(&mut self, json: impl Into<String>) {
         self.meta.manifest = Some(json.into());
@@ -162,16 +167,68 @@ impl<'r> SnapshotWriter<'r> {
         let parts = segments(name)?;
         self.reserve(name, &parts)?;
         let (content, size) = self.store_stream(name, reader)?;
+        Ok(self.put(name, &parts, size, content, true))
+    }
+
+    /// Puts a stream's node where [`reserve`](Self::reserve) took its name,
+    /// and counts it in the summary.
+    fn put(
+        &self,
+        name: &str,
+        parts: &[&str],
+        size: u64,
+        content: Vec<Id>,
+        new: bool,
+    ) -> StreamInfo {
         let node = self.file_node(parts[parts.len() - 1], size, content);
-        self.place(&parts, node);
+        self.place(parts, node);
         let mut summary = lock(&self.summary);
-        summary.files_new += 1;
+        if new {
+            summary.files_new += 1;
+        } else {
+            summary.files_unmodified += 1;
+        }
         summary.total_files_processed += 1;
         summary.total_bytes_processed += size;
-        Ok(StreamInfo {
+        StreamInfo {
             name: name.into(),
             size,
-        })
+        }
+    }
+
+    /// Adds streams `names` of the earlier snapshot `from` to this one under
+    /// the same names, by reference to the blobs that snapshot stored: none
+    /// is read again. All or none: every stream is found and every blob is
+    /// in the repository before any name is taken.
+    pub fn reuse_streams(&self, from: &str, names: &[String]) -> Result<Vec<StreamInfo>> {
+        if let Some(f) = &*lock(&self.failed) {
+            return Err(abandoned(f));
+        }
+        let (id, s) = self.repo.resolve(from)?;
+        let idx = self.repo.index()?;
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let parts = segments(name)?;
+            let node = self.repo.find_node(&idx, &id, &s, name)?;
+            let content = node.content.clone().unwrap_or_default();
+            if let Some(missing) = content
+                .iter()
+                .find(|b| !self.pipeline.has(BlobType::Data, b))
+            {
+                return Err(RepoError::Corrupt(format!(
+                    "stream {name:?} of snapshot {} needs blob {} the repository lacks",
+                    id.short(),
+                    missing.short()
+                )));
+            }
+            nodes.push((name, parts, node.size, content));
+        }
+        let mut out = Vec::with_capacity(nodes.len());
+        for (name, parts, size, content) in nodes {
+            self.reserve(name, &parts)?;
+            out.push(self.put(name, &parts, size, content, false));
+        }
+        Ok(out)
     }
 
     /// Takes the name `parts` for a stream, refusing one already used (as a
@@ -546,5 +603,40 @@ mod tests {
             );
         }
         w.add_stream("a/c", &mut std::io::empty()).unwrap();
+    }
+
+    #[test]
+    fn reused_streams_read_back_without_storing_anything_and_all_or_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::for_tests(tmp.path());
+        let dump = pseudo_random(3 << 20, 4);
+        let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        w.add_stream("postgres/a.dump", &mut &dump[..]).unwrap();
+        w.add_stream("postgres/b.dump", &mut &b"small"[..]).unwrap();
+        let first = w.commit().unwrap();
+
+        let w = repo.begin_snapshot(SnapshotMeta::default()).unwrap();
+        // one name missing: nothing is taken, the writer stays usable
+        let names = ["postgres/a.dump".to_string(), "postgres/c.dump".to_string()];
+        let err = w.reuse_streams(&first.id, &names).unwrap_err();
+        assert!(matches!(err, RepoError::StreamNotFound { .. }), "{err}");
+        let names = ["postgres/a.dump".to_string(), "postgres/b.dump".to_string()];
+        let got = w.reuse_streams(&first.id, &names).unwrap();
+        assert_eq!(got[0].size, dump.len() as u64);
+        w.add_stream("volumes/v.tar", &mut &b"new"[..]).unwrap();
+        let second = w.commit().unwrap();
+        // only its small stream and its trees were stored
+        let added = second.added_bytes.unwrap();
+        assert!(added < 64 << 10, "{added} bytes added");
+        assert!(first.added_bytes.unwrap() > 3 << 20);
+        let mut out = Vec::new();
+        repo.restore_stream(&second.id, "postgres/a.dump", &mut out)
+            .unwrap();
+        assert!(out == dump, "the reused stream differs");
+        out.clear();
+        repo.restore_stream(&second.id, "postgres/b.dump", &mut out)
+            .unwrap();
+        assert_eq!(out, b"small");
+        assert!(repo.check(true).unwrap().is_ok());
     }
 }

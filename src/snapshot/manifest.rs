@@ -65,6 +65,16 @@ pub struct PostgresItem {
     /// `None`: something wrote meanwhile, or there is no physical copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_row_counts: Option<RowCounts>,
+    /// What showed, before the dumps, whether the cluster changed
+    /// (`postgres::unchanged`): a later backup that finds the same reuses
+    /// the dumps. `None`: none could be taken (a standby, an unlogged
+    /// table), or no dumps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_fingerprint: Option<String>,
+    /// The earlier snapshot whose dumps (and row counts) this one holds,
+    /// the cluster being unchanged since; `None`: dumped by this backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumps_from: Option<String>,
 }
 
 /// One database of the cluster, and its dump.

@@ -11,7 +11,7 @@ use crate::docker::Engine;
 use crate::ops::{physical, Target};
 use crate::postgres::{Database, Server};
 use crate::repo::SnapshotWriter;
-use crate::snapshot::{self, DatabaseItem, Item, ItemKind, PostgresItem};
+use crate::snapshot::{self, DatabaseItem, Item, ItemKind, Manifest, PostgresItem};
 
 /// Dumps the running Postgres server (roles, then the database), with the
 /// row counts the dump holds; or, when it is stopped, describes the physical
@@ -39,6 +39,8 @@ pub(super) fn capture_postgres(
             changed_during_backup: Vec::new(),
             databases: Vec::new(),
             base_row_counts: None,
+            dump_fingerprint: None,
+            dumps_from: None,
         };
         return Ok((Some(item), Vec::new()));
     };
@@ -49,10 +51,18 @@ pub(super) fn capture_postgres(
     } else {
         None
     };
-    let (mut items, databases) = if copies.dumps() {
-        dump_cluster(engine, writer, &server)?
+    let Dumps {
+        mut items,
+        databases,
+        fingerprint,
+        from,
+    } = if copies.dumps() {
+        dump_or_reuse(engine, writer, t, &server, plan.fresh_dumps)?
     } else {
-        (Vec::new(), count_cluster(engine, &server)?)
+        Dumps {
+            databases: count_cluster(engine, &server)?,
+            ..Dumps::default()
+        }
     };
     let mut base_row_counts = None;
     if let Some(before) = &before_base {
@@ -75,8 +85,126 @@ pub(super) fn capture_postgres(
         changed_during_backup: Vec::new(),
         databases,
         base_row_counts,
+        dump_fingerprint: fingerprint,
+        dumps_from: from,
     };
     Ok((Some(item), items))
+}
+
+/// The dumps' part of a snapshot.
+#[derive(Default)]
+struct Dumps {
+    items: Vec<Item>,
+    databases: Vec<DatabaseItem>,
+    fingerprint: Option<String>,
+    /// The earlier snapshot they were taken from.
+    from: Option<String>,
+}
+
+/// The cluster's dumps: those of the instance's last snapshot when the
+/// cluster is unchanged since (`postgres::unchanged`), else new ones.
+fn dump_or_reuse(
+    engine: &Engine,
+    writer: &SnapshotWriter<'_>,
+    t: &Target,
+    server: &Server,
+    fresh: bool,
+) -> Result<Dumps> {
+    let databases = main_first(server.databases(engine)?, &server.database);
+    let fingerprint = match server.change_fingerprint(engine, &databases) {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(why)) => {
+            tracing::info!("Postgres is dumped on every backup: {why}");
+            None
+        }
+        Err(e) => {
+            tracing::info!("Postgres is dumped on every backup: its change fingerprint could not be read ({e:#})");
+            None
+        }
+    };
+    if let (Some(f), false) = (&fingerprint, fresh) {
+        match reuse_dumps(writer, &t.rec.name, f, &databases) {
+            Ok(Some(dumps)) => return Ok(dumps),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the last snapshot's dumps cannot be reused ({e:#}); dumping"),
+        }
+    }
+    let (items, databases) = dump_cluster(engine, writer, server, databases)?;
+    Ok(Dumps {
+        items,
+        databases,
+        fingerprint,
+        from: None,
+    })
+}
+
+/// The dumps of `instance`'s last snapshot, added by reference, when it
+/// holds dumps taken with fingerprint `fingerprint` of the same databases.
+fn reuse_dumps(
+    writer: &SnapshotWriter<'_>,
+    instance: &str,
+    fingerprint: &str,
+    databases: &[Database],
+) -> Result<Option<Dumps>> {
+    let repo = writer.repository();
+    let tag = format!("instance={instance}");
+    let Some(last) = repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| s.tags.contains(&tag))
+    else {
+        return Ok(None);
+    };
+    let Some(text) = repo.manifest(&last.id)? else {
+        return Ok(None);
+    };
+    let m: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("the manifest of snapshot {}", last.short_id))?;
+    let Some(pg) = &m.postgres else {
+        return Ok(None);
+    };
+    let same_databases = pg.databases.len() == databases.len()
+        && pg
+            .databases
+            .iter()
+            .zip(databases)
+            .all(|(had, has)| had.properties.as_ref() == Some(has) && !had.stream.is_empty());
+    if pg.dump_fingerprint.as_deref() != Some(fingerprint) || !same_databases {
+        tracing::info!(
+            "Postgres changed since snapshot {} ({}): dumping",
+            last.short_id,
+            if same_databases {
+                "its WAL position, a sequence or its server start"
+            } else {
+                "its databases"
+            }
+        );
+        return Ok(None);
+    }
+    let mut streams = vec![snapshot::GLOBALS_STREAM.to_string()];
+    streams.extend(pg.databases.iter().map(|d| d.stream.clone()));
+    let items: Vec<Item> = streams
+        .iter()
+        .map(|s| m.stream(s).cloned())
+        .collect::<Option<_>>()
+        .with_context(|| {
+            format!(
+                "snapshot {}'s manifest lacks a dump it lists",
+                last.short_id
+            )
+        })?;
+    writer.reuse_streams(&last.id, &streams)?;
+    tracing::info!(
+        "Postgres is unchanged since snapshot {} (same WAL position, sequences and server start): its dumps are reused, not taken again (--fresh-dumps takes them)",
+        last.short_id
+    );
+    Ok(Some(Dumps {
+        items,
+        databases: pg.databases.clone(),
+        fingerprint: Some(fingerprint.to_string()),
+        from: Some(last.id),
+    }))
 }
 
 /// The roles, then a dump of every database with the row counts it holds.
@@ -84,6 +212,7 @@ fn dump_cluster(
     engine: &Engine,
     writer: &SnapshotWriter<'_>,
     server: &Server,
+    databases: Vec<Database>,
 ) -> Result<(Vec<Item>, Vec<DatabaseItem>)> {
     let globals = add(
         writer,
@@ -93,20 +222,20 @@ fn dump_cluster(
         server.dump_globals(engine)?,
     )?;
     let mut items = vec![globals];
-    let mut databases = Vec::new();
-    for db in main_first(server.databases(engine)?, &server.database) {
+    let mut dumped = Vec::new();
+    for db in databases {
         let stream = snapshot::dump_stream(&db.name);
         let (dump, row_counts) = server.on(&db.name).dump_counted(engine, |dump| {
             add(writer, stream.clone(), ItemKind::PostgresDump, None, dump)
         })?;
         items.push(dump);
-        databases.push(DatabaseItem {
+        dumped.push(DatabaseItem {
             stream,
             properties: Some(db),
             row_counts,
         });
     }
-    Ok((items, databases))
+    Ok((items, dumped))
 }
 
 /// Every database with its row counts, for a physical-only snapshot: what

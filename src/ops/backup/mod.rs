@@ -31,6 +31,9 @@ pub struct BackupOptions {
     /// Which copies of a running Postgres to take; `None`: the profile's
     /// `[postgres] backup`.
     pub copies: Option<PostgresCopies>,
+    /// Dump Postgres even when it is unchanged since the instance's last
+    /// snapshot (whose dumps are otherwise reused).
+    pub fresh_dumps: bool,
 }
 
 impl BackupOptions {
@@ -42,6 +45,7 @@ impl BackupOptions {
             tags,
             online: false,
             copies: Some(PostgresCopies::Logical),
+            fresh_dumps: false,
         }
     }
 
@@ -79,6 +83,7 @@ struct Plan {
     copies: Vec<(Data, Vec<String>)>,
     /// The copies of the running server (none when it is stopped).
     copies_of_postgres: Option<PostgresCopies>,
+    fresh_dumps: bool,
 }
 
 /// Data copied as files: a named volume (owned or external) by its key,
@@ -128,8 +133,13 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         if copies.dumps() {
             steps.push(Step {
                 what: format!(
-                    "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online",
-                    pg.service
+                    "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online{}",
+                    pg.service,
+                    if opts.fresh_dumps {
+                        ""
+                    } else {
+                        " (or, when nothing changed since the last snapshot, reuse its dumps)"
+                    }
                 ),
                 stops: vec![],
             });
@@ -223,6 +233,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         postgres_container,
         copies,
         copies_of_postgres: pg_copies,
+        fresh_dumps: opts.fresh_dumps,
     })
 }
 
