@@ -1020,7 +1020,7 @@ fn debug_logs_hold_no_secrets() {
     psql(&src, "CREATE TABLE t(x int); INSERT INTO t VALUES (1)");
     let runs: [(&[&str], Option<&str>); 3] = [
         (&["-vv", "backup", &src], None),
-        (&["backup", &src], Some("trace")),
+        (&["backup", &src, "--no-reuse"], Some("trace")),
         (
             &["-vv", "restore", "latest", "--into", "v1.0.0", "--as", &dst],
             None,

@@ -42,10 +42,11 @@ pub struct BackupArgs {
     /// `[postgres] backup`, else `logical`.
     #[arg(long, value_name = "COPIES")]
     pub postgres: Option<PostgresCopies>,
-    /// Dump Postgres even when nothing changed since the instance's last
-    /// snapshot (by default its dumps are then reused, not taken again).
+    /// Dump Postgres and read every volume even when unchanged since the
+    /// instance's last snapshot (by default that snapshot's copies are
+    /// then reused, not taken again).
     #[arg(long)]
-    pub fresh_dumps: bool,
+    pub no_reuse: bool,
     /// Print what would be done, and do nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -91,7 +92,7 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
         } else {
             args.postgres
         },
-        fresh_dumps: args.fresh_dumps,
+        no_reuse: args.no_reuse,
     };
     if args.dry_run {
         let t = Target::load(site, instance::load(site, &args.instance)?)?;
@@ -129,19 +130,31 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
             text += &format!("\nPostgres {} ({})", pg.major, pg.mode);
             if let Some(from) = &pg.dumps_from {
                 text += &format!(
-                    "\n  unchanged since snapshot {}: its dumps are reused, not taken again (--fresh-dumps takes them)",
-                    &from[..from.len().min(8)]
+                    "\n  unchanged since snapshot {}: its dumps are reused, not taken again (--no-reuse takes them)",
+                    short(from)
                 );
             }
             for db in pg.databases(m) {
                 text += &format!("\n  database {}: {} tables", db.name(&pg.database), db.row_counts.len());
             }
         }
+        for i in m.items.iter().filter(|i| i.reused_from.is_some()) {
+            text += &format!(
+                "\nvolume {} unchanged since snapshot {}: not read again (--no-reuse reads it)",
+                i.volume.as_deref().unwrap_or(&i.stream),
+                short(i.reused_from.as_deref().unwrap_or_default())
+            );
+        }
         if m.compose_edited {
             text += "\nnote: the vendor docker-compose.yml was edited by hand; the edited file is in the snapshot";
         }
         text
     })
+}
+
+/// A snapshot id's short form.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
 }
 
 pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {

@@ -118,6 +118,53 @@ impl Engine {
     }
 }
 
+/// As root in a helper, the volume at /v read-only: `recent` when a path's
+/// ctime is within 2 s of now (the kernel's coarse clock could give a
+/// change right after the listing the same ctime), else the SHA-256 of
+/// the volume's name and every path's type, size, mtime, ctime, inode,
+/// link count, owner, mode and link target. ctime moves on every write,
+/// chmod, chown, rename or xattr change, and nobody can set it back.
+const LISTING: &str = r#"cd /v || exit 1
+cutoff=$(( $(date +%s) - 2 ))
+if [ -n "$(find . -newerct "@$cutoff" -print -quit)" ]; then echo recent; exit 0; fi
+{ printf '%s\0' "$1"; find . -printf '%P\0%y %s %T@ %C@ %i %n %U %G %m %l\0'; } | sha256sum
+"#;
+
+impl Engine {
+    /// The digest of `volume`'s listing ([`LISTING`]), read by GNU find in
+    /// a helper of `image`: equal digests mean no path of the volume was
+    /// written, added, removed or changed in between. `None` when a path
+    /// changed in the last seconds.
+    pub fn volume_listing(&self, volume: &str, image: &str) -> Result<Option<String>> {
+        let (code, out) = self.run_with_volumes(
+            image,
+            &["sh", "-c", LISTING, "sh", volume],
+            &[(volume, "/v", true)],
+        )?;
+        if code != 0 {
+            bail!(
+                "listing volume {volume} in {image} failed (exit {code}): {}",
+                out.trim()
+            );
+        }
+        parse_listing(&out)
+    }
+}
+
+/// [`LISTING`]'s answer.
+fn parse_listing(out: &str) -> Result<Option<String>> {
+    let out = out.trim();
+    if out == "recent" {
+        return Ok(None);
+    }
+    match out.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [hash, "-"] if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(hash.to_string()))
+        }
+        _ => bail!("unexpected listing output: {out}"),
+    }
+}
+
 /// `du -sk /v/0 /v/1 …` output as bytes per volume, or why it is not that.
 fn parse_du(out: &str, volumes: &[&str]) -> Result<HashMap<String, u64>> {
     let mut sizes = HashMap::new();
@@ -159,6 +206,21 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_listing_is_a_digest_or_recent() {
+        let h = "a".repeat(64);
+        assert_eq!(super::parse_listing(&format!("{h}  -\n")).unwrap(), Some(h));
+        assert_eq!(super::parse_listing("recent\n").unwrap(), None);
+        for bad in [
+            "",
+            "sh: find: not found",
+            "abc  -",
+            &format!("{}  -", "g".repeat(64)),
+        ] {
+            assert!(super::parse_listing(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn du_output_is_read_per_volume() {
         let vols = ["a_data", "b_uploads"];

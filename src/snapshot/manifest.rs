@@ -156,6 +156,15 @@ pub struct Item {
     pub path: Option<String>,
     pub size: u64,
     pub sha256: String,
+    /// For a volume: the digest of its listing (every path's metadata)
+    /// just before it was read; a later backup whose listing is the same
+    /// reuses the stream. `None`: no listing, or a path changed in the
+    /// seconds before it (a change in the same clock tick could hide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_sha256: Option<String>,
+    /// The earlier snapshot whose stream this item reuses, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 impl Manifest {

@@ -6,12 +6,13 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
+use super::reuse::Last;
 use super::{add, volume_name, Plan};
 use crate::docker::Engine;
 use crate::ops::{physical, Target};
 use crate::postgres::{Database, Server};
 use crate::repo::SnapshotWriter;
-use crate::snapshot::{self, DatabaseItem, Item, ItemKind, Manifest, PostgresItem};
+use crate::snapshot::{self, DatabaseItem, Item, ItemKind, PostgresItem};
 
 /// Dumps the running Postgres server (roles, then the database), with the
 /// row counts the dump holds; or, when it is stopped, describes the physical
@@ -21,6 +22,7 @@ pub(super) fn capture_postgres(
     writer: &SnapshotWriter<'_>,
     t: &Target,
     plan: &Plan,
+    last: Option<&Last>,
 ) -> Result<(Option<PostgresItem>, Vec<Item>)> {
     let Some(pg) = &t.profile.postgres else {
         return Ok((None, Vec::new()));
@@ -57,7 +59,7 @@ pub(super) fn capture_postgres(
         fingerprint,
         from,
     } = if copies.dumps() {
-        dump_or_reuse(engine, writer, t, &server, plan.fresh_dumps)?
+        dump_or_reuse(engine, writer, &server, last)?
     } else {
         Dumps {
             databases: count_cluster(engine, &server)?,
@@ -93,12 +95,12 @@ pub(super) fn capture_postgres(
 
 /// The dumps' part of a snapshot.
 #[derive(Default)]
-struct Dumps {
-    items: Vec<Item>,
-    databases: Vec<DatabaseItem>,
-    fingerprint: Option<String>,
+pub(super) struct Dumps {
+    pub items: Vec<Item>,
+    pub databases: Vec<DatabaseItem>,
+    pub fingerprint: Option<String>,
     /// The earlier snapshot they were taken from.
-    from: Option<String>,
+    pub from: Option<String>,
 }
 
 /// The cluster's dumps: those of the instance's last snapshot when the
@@ -106,9 +108,8 @@ struct Dumps {
 fn dump_or_reuse(
     engine: &Engine,
     writer: &SnapshotWriter<'_>,
-    t: &Target,
     server: &Server,
-    fresh: bool,
+    last: Option<&Last>,
 ) -> Result<Dumps> {
     let databases = main_first(server.databases(engine)?, &server.database);
     let fingerprint = match server.change_fingerprint(engine, &databases) {
@@ -122,8 +123,8 @@ fn dump_or_reuse(
             None
         }
     };
-    if let (Some(f), false) = (&fingerprint, fresh) {
-        match reuse_dumps(writer, &t.rec.name, f, &databases) {
+    if let (Some(f), Some(last)) = (&fingerprint, last) {
+        match last.reuse_dumps(writer, f, &databases) {
             Ok(Some(dumps)) => return Ok(dumps),
             Ok(None) => {}
             Err(e) => tracing::warn!("the last snapshot's dumps cannot be reused ({e:#}); dumping"),
@@ -136,75 +137,6 @@ fn dump_or_reuse(
         fingerprint,
         from: None,
     })
-}
-
-/// The dumps of `instance`'s last snapshot, added by reference, when it
-/// holds dumps taken with fingerprint `fingerprint` of the same databases.
-fn reuse_dumps(
-    writer: &SnapshotWriter<'_>,
-    instance: &str,
-    fingerprint: &str,
-    databases: &[Database],
-) -> Result<Option<Dumps>> {
-    let repo = writer.repository();
-    let tag = format!("instance={instance}");
-    let Some(last) = repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|s| s.tags.contains(&tag))
-    else {
-        return Ok(None);
-    };
-    let Some(text) = repo.manifest(&last.id)? else {
-        return Ok(None);
-    };
-    let m: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("the manifest of snapshot {}", last.short_id))?;
-    let Some(pg) = &m.postgres else {
-        return Ok(None);
-    };
-    let same_databases = pg.databases.len() == databases.len()
-        && pg
-            .databases
-            .iter()
-            .zip(databases)
-            .all(|(had, has)| had.properties.as_ref() == Some(has) && !had.stream.is_empty());
-    if pg.dump_fingerprint.as_deref() != Some(fingerprint) || !same_databases {
-        tracing::info!(
-            "Postgres changed since snapshot {} ({}): dumping",
-            last.short_id,
-            if same_databases {
-                "its WAL position, a sequence or its server start"
-            } else {
-                "its databases"
-            }
-        );
-        return Ok(None);
-    }
-    let mut streams = vec![snapshot::GLOBALS_STREAM.to_string()];
-    streams.extend(pg.databases.iter().map(|d| d.stream.clone()));
-    let items: Vec<Item> = streams
-        .iter()
-        .map(|s| m.stream(s).cloned())
-        .collect::<Option<_>>()
-        .with_context(|| {
-            format!(
-                "snapshot {}'s manifest lacks a dump it lists",
-                last.short_id
-            )
-        })?;
-    writer.reuse_streams(&last.id, &streams)?;
-    tracing::info!(
-        "Postgres is unchanged since snapshot {} (same WAL position, sequences and server start): its dumps are reused, not taken again (--fresh-dumps takes them)",
-        last.short_id
-    );
-    Ok(Some(Dumps {
-        items,
-        databases: pg.databases.clone(),
-        fingerprint: Some(fingerprint.to_string()),
-        from: Some(last.id),
-    }))
 }
 
 /// The roles, then a dump of every database with the row counts it holds.

@@ -10,9 +10,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 mod cluster;
+mod reuse;
 
 use cluster::capture_postgres;
 pub use cluster::pg_data_major;
+use reuse::Last;
 
 use super::{services, Ctx, Target};
 use crate::docker::Engine;
@@ -31,9 +33,9 @@ pub struct BackupOptions {
     /// Which copies of a running Postgres to take; `None`: the profile's
     /// `[postgres] backup`.
     pub copies: Option<PostgresCopies>,
-    /// Dump Postgres even when it is unchanged since the instance's last
-    /// snapshot (whose dumps are otherwise reused).
-    pub fresh_dumps: bool,
+    /// Dump Postgres and read every volume even when unchanged since the
+    /// instance's last snapshot (whose copies are otherwise reused).
+    pub no_reuse: bool,
 }
 
 impl BackupOptions {
@@ -45,7 +47,7 @@ impl BackupOptions {
             tags,
             online: false,
             copies: Some(PostgresCopies::Logical),
-            fresh_dumps: false,
+            no_reuse: false,
         }
     }
 
@@ -83,7 +85,6 @@ struct Plan {
     copies: Vec<(Data, Vec<String>)>,
     /// The copies of the running server (none when it is stopped).
     copies_of_postgres: Option<PostgresCopies>,
-    fresh_dumps: bool,
 }
 
 /// Data copied as files: a named volume (owned or external) by its key,
@@ -135,7 +136,7 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
                 what: format!(
                     "dump every database of Postgres (service {}) with pg_dump -Fc, and its roles, online{}",
                     pg.service,
-                    if opts.fresh_dumps {
+                    if opts.no_reuse {
                         ""
                     } else {
                         " (or, when nothing changed since the last snapshot, reuse its dumps)"
@@ -233,7 +234,6 @@ fn plan(engine: &Engine, t: &Target, opts: &BackupOptions, compose_edited: bool)
         postgres_container,
         copies,
         copies_of_postgres: pg_copies,
-        fresh_dumps: opts.fresh_dumps,
     })
 }
 
@@ -313,6 +313,8 @@ pub(super) fn add(
         path: None,
         size,
         sha256,
+        listing_sha256: None,
+        reused_from: None,
     })
 }
 
@@ -349,6 +351,12 @@ pub fn backup(
     if let Some(p) = progress {
         writer.set_progress(p);
     }
+    let last = if opts.no_reuse {
+        None
+    } else {
+        reuse::last_snapshot(repo, &t.rec.name)
+    };
+    let last = last.as_ref();
     let mut items = Vec::new();
 
     let config = snapshot::config::archive(&t.rec.home, &t.profile.config)?;
@@ -377,14 +385,14 @@ pub fn backup(
         plan.postgres_container.is_none() || !stops.iter().any(|s| Some(s.as_str()) == pg_service)
     });
     let (postgres, volume_items) = std::thread::scope(|s| {
-        let volumes = s.spawn(|| copy_volumes(cx, &writer, t, &with_dump));
-        let postgres = capture_postgres(engine, &writer, t, &plan);
+        let volumes = s.spawn(|| copy_volumes(cx, &writer, t, &with_dump, last));
+        let postgres = capture_postgres(engine, &writer, t, &plan, last);
         (postgres, volumes.join().expect("volume copy panicked"))
     });
     let (postgres, pg_items) = postgres?;
     items.extend(pg_items);
     items.extend(volume_items?);
-    items.extend(copy_volumes(cx, &writer, t, &after_dump)?);
+    items.extend(copy_volumes(cx, &writer, t, &after_dump, last)?);
 
     let mut images = std::collections::BTreeMap::new();
     for (svc, reference) in &t.images {
@@ -421,6 +429,7 @@ fn copy_volumes(
     writer: &SnapshotWriter<'_>,
     t: &Target,
     copies: &[&(Data, Vec<String>)],
+    last: Option<&Last>,
 ) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for (data, stops) in copies {
@@ -438,15 +447,7 @@ fn copy_volumes(
         };
         items.push(match data {
             Data::Volume(key) => {
-                let volume = volume_name(t, key).context("volume left the compose file")?;
-                let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
-                let mut item = add(
-                    writer,
-                    snapshot::volume_stream(key),
-                    ItemKind::Volume,
-                    Some(key.clone()),
-                    cx.engine.read_volume(&volume, &image)?,
-                )?;
+                let mut item = copy_volume(cx.engine, writer, t, key, last)?;
                 item.external = !t.rec.volumes.contains_key(key);
                 item
             }
@@ -468,6 +469,42 @@ fn copy_volumes(
         }
     }
     Ok(items)
+}
+
+/// Volume `key` into the snapshot: the last snapshot's copy when the
+/// volume's listing is the one recorded with it, else read through the
+/// engine, with the listing taken just before.
+fn copy_volume(
+    engine: &Engine,
+    writer: &SnapshotWriter<'_>,
+    t: &Target,
+    key: &str,
+    last: Option<&Last>,
+) -> Result<Item> {
+    let volume = volume_name(t, key).context("volume left the compose file")?;
+    let image = t.helper_image(t.services_mounting(key).first().map(String::as_str))?;
+    let listing = engine.volume_listing(&volume, &image).unwrap_or_else(|e| {
+        tracing::info!("volume {volume} has no listing ({e:#}): it is read on every backup");
+        None
+    });
+    if let (Some(listing), Some(last)) = (&listing, last) {
+        match last.reuse_volume(writer, key, listing) {
+            Ok(Some(item)) => return Ok(item),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "the last snapshot's copy of volume {volume} cannot be reused ({e:#}); reading it"
+            ),
+        }
+    }
+    let mut item = add(
+        writer,
+        snapshot::volume_stream(key),
+        ItemKind::Volume,
+        Some(key.to_string()),
+        engine.read_volume(&volume, &image)?,
+    )?;
+    item.listing_sha256 = listing;
+    Ok(item)
 }
 
 fn describe(t: &Target, data: &Data) -> String {
