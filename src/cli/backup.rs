@@ -138,11 +138,11 @@ pub fn backup(site: &Site, args: &BackupArgs, out: &Output) -> Result<()> {
                 text += &format!("\n  database {}: {} tables", db.name(&pg.database), db.row_counts.len());
             }
         }
-        for i in m.items.iter().filter(|i| i.reused_from.is_some()) {
+        for (i, from) in m.items.iter().filter_map(|i| Some((i, i.reused_from.as_deref()?))) {
             text += &format!(
                 "\nvolume {} unchanged since snapshot {}: not read again (--no-reuse reads it)",
                 i.volume.as_deref().unwrap_or(&i.stream),
-                short(i.reused_from.as_deref().unwrap_or_default())
+                short(from)
             );
         }
         if m.compose_edited {
@@ -186,7 +186,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
     out.emit(&report, || {
         let mut text = format!(
             "restored snapshot {} into instance {} (release {}): {}",
-            &report.snapshot[..8],
+            short(&report.snapshot),
             report.instance.name,
             report.instance.release,
             report.instance.state
@@ -207,7 +207,7 @@ pub fn restore(site: &Site, args: &RestoreArgs, out: &Output) -> Result<()> {
             );
         }
         if let Some(s) = &report.safety_snapshot {
-            text += &format!("\nsafety snapshot of the replaced instance: {}", &s[..8]);
+            text += &format!("\nsafety snapshot of the replaced instance: {}", short(s));
         }
         if let Some(slowest) = report
             .timeline

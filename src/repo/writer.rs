@@ -133,11 +133,6 @@ impl<'r> SnapshotWriter<'r> {
         self.progress = Some(Box::new(f));
     }
 
-    /// The repository this snapshot is written into.
-    pub fn repository(&self) -> &'r Repository {
-        self.repo
-    }
-
     /// Sets (or replaces) the manifest stored at commit.
     pub fn set_manifest(&mut self, json: impl Into<String>) {
         self.meta.manifest = Some(json.into());

@@ -14,7 +14,6 @@ use crate::snapshot::{self, Item, Manifest};
 /// The instance's last snapshot and its manifest.
 pub(super) struct Last {
     pub id: String,
-    pub short_id: String,
     pub manifest: Manifest,
 }
 
@@ -38,7 +37,6 @@ pub(super) fn last_snapshot(repo: &Repository, instance: &str) -> Option<Last> {
             .with_context(|| format!("the manifest of snapshot {}", last.short_id))?;
         Ok(Some(Last {
             id: last.id,
-            short_id: last.short_id,
             manifest,
         }))
     };
@@ -51,6 +49,10 @@ pub(super) fn last_snapshot(repo: &Repository, instance: &str) -> Option<Last> {
 }
 
 impl Last {
+    fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(8)]
+    }
+
     /// Its dumps, added by reference, when it holds dumps taken with
     /// fingerprint `fingerprint` of the same databases.
     pub(super) fn reuse_dumps(
@@ -70,7 +72,7 @@ impl Last {
         if pg.dump_fingerprint.as_deref() != Some(fingerprint) || !same_databases {
             tracing::info!(
                 "Postgres changed since snapshot {} ({}): dumping",
-                self.short_id,
+                self.short_id(),
                 if same_databases {
                     "its WAL position, a sequence or its server start"
                 } else {
@@ -84,7 +86,7 @@ impl Last {
         let items = self.reuse(writer, &streams)?;
         tracing::info!(
             "Postgres is unchanged since snapshot {} (same WAL position, sequences and server start): its dumps are reused, not taken again (--no-reuse takes them)",
-            self.short_id
+            self.short_id()
         );
         Ok(Some(Dumps {
             items,
@@ -111,7 +113,7 @@ impl Last {
                 let mut items = self.reuse(writer, std::slice::from_ref(&item.stream))?;
                 tracing::info!(
                     "volume {key} is unchanged since snapshot {} (every path's size, times, inode, owner and mode): not read again",
-                    self.short_id
+                    self.short_id()
                 );
                 let mut item = items.pop().context("one stream reused")?;
                 item.reused_from = Some(self.id.clone());
@@ -131,7 +133,7 @@ impl Last {
             .with_context(|| {
                 format!(
                     "snapshot {}'s manifest lacks a stream it lists",
-                    self.short_id
+                    self.short_id()
                 )
             })?;
         writer.reuse_streams(&self.id, streams)?;
