@@ -14,15 +14,18 @@ INGEST=target/release/examples/ingest
 [[ -x $INGEST ]] || { echo "build first: cargo build --release --examples" >&2; exit 1; }
 docker volume create "$VOL" >/dev/null
 MNT=$(docker volume inspect -f '{{.Mountpoint}}' "$VOL")
+# head closes its pipe early on purpose: no pipefail while the data is made
+set +o pipefail
 n=$(( MIB / 50 )); i=0
 while [ $i -lt $n ]; do
   case $((i % 3)) in
     0) head -c 52428800 /dev/urandom > "$MNT/blob-$i.bin" ;;
     1) head -c 39321600 /dev/urandom | base64 | head -c 52428800 > "$MNT/export-$i.b64" ;;
-    2) seq -f "2024-01-01T00:00:%g INFO [api] GET /api/v1/datasets/%g status=200" 1 800000 | head -c 52428800 > "$MNT/app-$i.log" ;;
+    2) seq 1 800000 | awk '{print "2024-01-01T00:00:" $1 " INFO [api] GET /api/v1/datasets/" $1 " status=200"}' | head -c 52428800 > "$MNT/app-$i.log" ;;
   esac
   i=$((i + 1))
 done
+set -o pipefail
 docker create --name "${P}c" -v "$VOL:/v:ro" upkeep-test/postgres:15 true >/dev/null
 sock=/var/run/docker.sock
 t() { local t0 t1; t0=$(date +%s.%N); bash -o pipefail -c "$1" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'; }

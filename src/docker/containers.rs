@@ -199,8 +199,6 @@ impl Engine {
         mounts: &[(&str, &str, bool)],
     ) -> Result<(i64, String)> {
         use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
-        use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptions};
-        use futures_util::StreamExt;
         let mounts = mounts
             .iter()
             .map(|(volume, target, read_only)| Mount {
@@ -228,9 +226,20 @@ impl Engine {
             .block_on(self.api.create_container(None, body))
             .with_context(|| format!("creating a container from {image}"))?
             .id;
-        let result = self.block_on(async {
-            self.api.start_container(&id, None).await?;
-            let mut wait = self.api.wait_container(&id, None::<WaitContainerOptions>);
+        let result = (|| {
+            self.block_on(self.api.start_container(&id, None))?;
+            Ok::<_, anyhow::Error>((self.container_exit_code(&id)?, self.helper_output(&id)?))
+        })();
+        self.remove_container(&id);
+        result.with_context(|| format!("running `{}` in {image}", cmd.join(" ")))
+    }
+
+    /// Waits for a started container to end; its exit code.
+    pub(super) fn container_exit_code(&self, id: &str) -> Result<i64> {
+        use bollard::query_parameters::WaitContainerOptions;
+        use futures_util::StreamExt;
+        self.block_on(async {
+            let mut wait = self.api.wait_container(id, None::<WaitContainerOptions>);
             let mut code = -1;
             while let Some(item) = wait.next().await {
                 match item {
@@ -242,19 +251,28 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
             }
+            Ok(code)
+        })
+        .with_context(|| format!("waiting for container {id}"))
+    }
+
+    /// What a container printed, stdout and stderr.
+    pub(super) fn helper_output(&self, id: &str) -> Result<String> {
+        use bollard::query_parameters::LogsOptionsBuilder;
+        use futures_util::StreamExt;
+        self.block_on(async {
             let opts = LogsOptionsBuilder::default()
                 .stdout(true)
                 .stderr(true)
                 .build();
-            let mut logs = self.api.logs(&id, Some(opts));
+            let mut logs = self.api.logs(id, Some(opts));
             let mut text = String::new();
             while let Some(line) = logs.next().await {
                 text.push_str(&line?.to_string());
             }
-            Ok::<_, bollard::errors::Error>((code, text))
-        });
-        self.remove_container(&id);
-        result.with_context(|| format!("running `{}` in {image}", cmd.join(" ")))
+            Ok::<_, bollard::errors::Error>(text)
+        })
+        .with_context(|| format!("reading the output of container {id}"))
     }
 
     /// Copies every file of volume `from` into volume `to` inside one helper

@@ -1,10 +1,13 @@
 //! The Docker Engine, through its API (bollard) behind a blocking facade.
 //! Volumes are created, read and written through the engine, never through
-//! `/var/lib/docker`, so remote, rootless and any storage driver work.
+//! `/var/lib/docker`, so remote, rootless and any storage driver work
+//! (mounted by the engine into helpers; whole volumes stream through a
+//! FIFO when the engine is local, see `pipe.rs`).
 
 mod containers;
 mod exec;
 mod images;
+mod pipe;
 mod stream;
 mod twin;
 mod volume_data;
@@ -12,6 +15,7 @@ mod volumes;
 
 pub use containers::{ComposeContainer, ContainerInfo};
 pub use exec::{ExecOutput, ExecReader, ExecSession, ExecSpec};
+pub use pipe::VolumeTransport;
 pub use stream::StreamReader;
 pub use volume_data::VolumeArchive;
 pub use volumes::VolumeInfo;
@@ -32,6 +36,7 @@ pub struct Engine {
     /// The labels of the site this engine works for: every container and
     /// volume upkeep creates through the API carries them.
     owner_labels: std::sync::OnceLock<HashMap<String, String>>,
+    volume_transport: VolumeTransport,
 }
 
 impl Engine {
@@ -62,6 +67,7 @@ impl Engine {
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
             owner_labels: std::sync::OnceLock::new(),
+            volume_transport: VolumeTransport::from_env()?,
         })
     }
 

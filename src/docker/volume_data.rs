@@ -1,7 +1,8 @@
 //! A volume's files as a tar stream, out of and into the engine. A helper
 //! container is created (never started) with the volume mounted; the
 //! engine's archive endpoint reads or writes through it. Any local image
-//! serves, so nothing is pulled.
+//! serves, so nothing is pulled. Whole volumes go through a pipe instead
+//! when the engine is local (`pipe.rs`), the archive endpoint otherwise.
 
 use std::io::{self, Read};
 
@@ -12,21 +13,40 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 
+use super::pipe::{Attempt, PipeSource};
 use super::stream::{body_from_reader, StreamReader};
 use super::Engine;
 
-const MOUNT: &str = "/upkeep-volume";
+pub(super) const MOUNT: &str = "/upkeep-volume";
 
 /// A volume's tar stream; removes its helper container when dropped.
 pub struct VolumeArchive<'e> {
     engine: &'e Engine,
     container: String,
-    stream: StreamReader,
+    source: Source,
+}
+
+enum Source {
+    Archive(StreamReader),
+    /// `volume` named for errors.
+    Pipe(PipeSource, String),
 }
 
 impl Read for VolumeArchive<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        match &mut self.source {
+            Source::Archive(stream) => stream.read(buf),
+            Source::Pipe(pipe, volume) => {
+                let n = pipe.read(buf)?;
+                if n == 0 && !buf.is_empty() && !pipe.finished {
+                    pipe.finished = true;
+                    self.engine
+                        .pipe_read_finished(&self.container, volume)
+                        .map_err(|e| io::Error::other(format!("{e:#}")))?;
+                }
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -88,7 +108,20 @@ impl Engine {
 
     /// Streams the content of `volume` as a tar (entries rooted at `./`).
     pub fn read_volume(&self, volume: &str, image: &str) -> Result<VolumeArchive<'_>> {
-        self.read_volume_path(volume, image, ".")
+        match self.pipe_read(volume, image)? {
+            Attempt::Piped((container, pipe)) => {
+                tracing::debug!("reading volume {volume} through a pipe");
+                Ok(VolumeArchive {
+                    engine: self,
+                    container,
+                    source: Source::Pipe(pipe, volume.to_string()),
+                })
+            }
+            Attempt::Unavailable(why, ()) => {
+                tracing::debug!("reading volume {volume} through the archive endpoint: {why}");
+                self.read_volume_path(volume, image, ".")
+            }
+        }
     }
 
     /// Streams `path` (relative to the volume's root) as a tar.
@@ -139,7 +172,10 @@ impl Engine {
         let stream = self.api.download_from_container(&container, Some(opts));
         Ok(VolumeArchive {
             engine: self,
-            stream: StreamReader::new(self.rt.handle().clone(), Box::pin(stream)),
+            source: Source::Archive(StreamReader::new(
+                self.rt.handle().clone(),
+                Box::pin(stream),
+            )),
             container,
         })
     }
@@ -151,6 +187,19 @@ impl Engine {
         image: &str,
         tar: R,
     ) -> Result<()> {
+        let piped = self
+            .pipe_write(volume, image, tar)
+            .with_context(|| format!("writing into volume {volume}"))?;
+        let tar = match piped {
+            Attempt::Piped(()) => {
+                tracing::debug!("wrote volume {volume} through a pipe");
+                return Ok(());
+            }
+            Attempt::Unavailable(why, tar) => {
+                tracing::debug!("writing volume {volume} through the archive endpoint: {why}");
+                tar
+            }
+        };
         let container = self.helper_container(volume, image, false)?;
         self.upload(container, MOUNT, tar)
             .with_context(|| format!("writing into volume {volume}"))
