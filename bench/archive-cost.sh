@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/archive-cost.sh — what reading a volume through the engine's archive
-# API costs against reading its folder on the host, and what upkeep's ingest
-# adds (issue 13, item 3: why `upkeep backup` trails restic's folder backup).
+# API costs against reading its folder on the host and against GNU tar on a
+# FIFO (upkeep's way on a local engine, src/docker/pipe.rs), and what
+# upkeep's ingest adds (issue 13, item 3: the first backup against restic's).
 # Median of 3 rounds each, same volume, page cache warm. Needs root and a
 # local engine (the host-folder reads are what upkeep does not do: DESIGN.md).
 #   bench/archive-cost.sh [MIB]   (default 600: a third random, base64, log text)
@@ -31,15 +32,21 @@ sock=/var/run/docker.sock
 t() { local t0 t1; t0=$(date +%s.%N); bash -o pipefail -c "$1" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'; }
 med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 printf 'pw\n' > "$W/pw"; chmod 600 "$W/pw"
+# what upkeep does on a local engine (src/docker/pipe.rs): the image's GNU tar
+# in a started helper writes into a FIFO of ours, mounted read-only
+mkdir -p "$W/io"; mkfifo "$W/io/pipe"
+PIPE_TAR="docker run -d --rm --network none -u 0:0 -v $VOL:/v:ro -v $W/io:/io:ro --entrypoint tar upkeep-test/postgres:15 --create --format=gnu --numeric-owner --xattrs --xattrs-include=security.capability --file /io/pipe --directory /v ."
 declare -A R
 for round in 1 2 3; do
   R[host]+=" $(t "tar -C $MNT -cf - . | cat > /dev/null")"
   R[engine]+=" $(t "curl -sf --unix-socket $sock 'http://x/v1.41/containers/${P}c/archive?path=/v' | cat > /dev/null")"
+  R[pipe]+=" $(t "$PIPE_TAR > /dev/null; cat $W/io/pipe > /dev/null")"
   tar -C "$MNT" -cf "$W/vol.tar" .
   rm -rf "$W/repo"
   R[ingest]+=" $(t "UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol < $W/vol.tar")"
   R[ingest2]+=" $(t "UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol < $W/vol.tar")"
   R[engine_ingest]+=" $(t "curl -sf --unix-socket $sock 'http://x/v1.41/containers/${P}c/archive?path=/v' | UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol")"
+  R[pipe_ingest]+=" $(t "$PIPE_TAR > /dev/null; UPKEEP_PASSWORD_FILE=$W/pw $INGEST $W/repo vol < $W/io/pipe")"
   rm -rf "$W/repo-r"; RESTIC_PASSWORD=pw restic -q -r "$W/repo-r" init >/dev/null
   R[restic]+=" $(t "cd $MNT && RESTIC_PASSWORD=pw RESTIC_CACHE_DIR=$W/rc restic -q -r $W/repo-r backup .")"
   R[restic2]+=" $(t "cd $MNT && RESTIC_PASSWORD=pw RESTIC_CACHE_DIR=$W/rc restic -q -r $W/repo-r backup .")"
@@ -49,14 +56,16 @@ echo "| $MIB MiB of files in a volume | median s | rounds |"
 echo "| --- | ---: | --- |"
 declare -A WHAT=(
   [host]="\`tar -cf -\` of the volume's folder on the host"
-  [engine]="the engine's archive API of the same folder (\`GET /containers/ID/archive\`: what upkeep reads)"
+  [engine]="the engine's archive API of the same folder (\`GET /containers/ID/archive\`: what upkeep reads when the pipe cannot be used)"
+  [pipe]="GNU tar in a helper container onto a FIFO of the host, read by \`cat\` (what upkeep reads on a local engine)"
+  [pipe_ingest]="that FIFO read by \`examples/ingest\`, unchanged"
   [ingest]="\`examples/ingest\` of that tar from the page cache, fresh repository"
   [ingest2]="the same again, unchanged (every byte chunked and hashed, nothing stored)"
   [engine_ingest]="archive API piped into \`examples/ingest\`, unchanged (upkeep's second backup of the volume)"
   [restic]="\`restic backup .\` of the folder, fresh repository"
   [restic2]="the same again, unchanged (restic skips files by size, mtime and inode)"
 )
-for k in host engine ingest ingest2 engine_ingest restic restic2; do
+for k in host engine pipe ingest ingest2 engine_ingest pipe_ingest restic restic2; do
   read -ra v <<< "${R[$k]}"
   echo "| ${WHAT[$k]} | $(med "${v[@]}") | ${v[*]} |"
 done

@@ -20,7 +20,7 @@ def fmt: tostring | if test("\\.") then . else . + ".0" end;
        | map(. as $c
              | ($ev | map(select(.Action == "destroy" and .id == $c.id)) | first) as $d
              | { t: $c.timeNano,
-                 line: "\($c.timeNano | secs | fmt)–\(if $d then ($d.timeNano | secs | fmt) else "?" end) s (\(if $d then (($d.timeNano - $c.timeNano) / 1e7 | floor) / 100 | fmt else "?" end) s)  \(if $c.Actor.Attributes["org.upkeep.helper"] == "run" then "helper container run once (image \($c.Actor.Attributes.image): e.g. cp -a between volumes)" else "helper container (archive) for volume \($c.Actor.Attributes["org.upkeep.helper"])" end)" })) as $helpers
+                 line: "\($c.timeNano | secs | fmt)–\(if $d then ($d.timeNano | secs | fmt) else "?" end) s (\(if $d then (($d.timeNano - $c.timeNano) / 1e7 | floor) / 100 | fmt else "?" end) s)  \(if $c.Actor.Attributes["org.upkeep.helper"] == "run" then "helper container run once (image \($c.Actor.Attributes.image): e.g. cp -a between volumes)" else "helper container (archive endpoint, or tar on a pipe) for volume \($c.Actor.Attributes["org.upkeep.helper"])" end)" })) as $helpers
 | ($ev | map(select((.Actor.Attributes["org.upkeep.helper"] | not)
                     and (.Action | test("^(create|start|stop|die|health_status)"))))
        | map({ t: .timeNano, line: "\(.timeNano | secs | fmt) s  \(.Action) \(.Actor.Attributes.name)" })) as $points

@@ -11,9 +11,9 @@
 //! rootless engines work as before.
 //!
 //! Whatever keeps the pipe from working before its first byte (a remote
-//! engine, an image without GNU tar, a folder the engine cannot see, a
-//! user-namespaced helper that may not open it) falls back to the archive
-//! endpoint. The streams agree: entries rooted at `./`, numeric owners,
+//! engine, an image without GNU tar, or without `sh` to write, a folder the
+//! engine cannot see, a user-namespaced helper that may not open it) falls
+//! back to the archive endpoint. The streams agree: entries rooted at `./`, numeric owners,
 //! whole-second times, `security.capability` the only extended attribute
 //! (what the engine's archive keeps). `UPKEEP_VOLUME_TRANSPORT=archive`
 //! turns the pipe off; `pipe` forbids the fallback (tests).
@@ -46,6 +46,20 @@ const TAR_COMMON: [&str; 5] = [
     "--file",
     FIFO,
 ];
+
+/// Runs `"$@"` (tar unpacking into the volume) and flushes the volume's
+/// file system every half second meanwhile, then once more: what a restore
+/// wrote is on disk when it says it is done, and the flush overlaps the
+/// write, which waits on upkeep's decryption anyway, instead of following
+/// it (Postgres also syncs its whole data folder when it starts after a
+/// physical restore: 0.7 s for 1.4 GiB here, left to the end otherwise).
+/// `sync -f` is syncfs(2); plain `sync` where it is missing.
+const FLUSHING: &str = r#"flush() { sync -f /upkeep-volume 2>/dev/null || sync; }
+( while sleep 0.5; do flush; done ) &
+"$@"; status=$?
+kill $! 2>/dev/null
+[ "$status" -ne 0 ] || flush
+exit "$status""#;
 
 /// How whole-volume streams travel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -144,7 +158,8 @@ impl Engine {
     }
 
     /// Starts a helper that runs `tar` with `args` on the FIFO, `volume`
-    /// mounted at [`MOUNT`] (read-only when reading it).
+    /// mounted at [`MOUNT`] (read-only when reading it; flushed to disk
+    /// when writing it, which needs `sh` and `sync` too).
     fn start_tar_helper(
         &self,
         volume: &str,
@@ -153,7 +168,12 @@ impl Engine {
         args: &[&str],
         read_only: bool,
     ) -> Result<String> {
-        let mut entrypoint = vec!["tar".to_string()];
+        let mut entrypoint: Vec<String> = if read_only {
+            Vec::new()
+        } else {
+            ["sh", "-c", FLUSHING, "sh"].map(String::from).to_vec()
+        };
+        entrypoint.push("tar".into());
         entrypoint.extend(args.iter().chain(&TAR_COMMON).map(|s| s.to_string()));
         let mount = |source: String, target: &str, typ, read_only| Mount {
             source: Some(source),
