@@ -5,6 +5,7 @@
 #   bench/bench.sh backup [SCALE...]         upkeep backup/restore vs the seed page's commands and restic
 #   bench/bench.sh upgrade [SCALE...]        upkeep upgrade downtime (copy, pg_upgrade, dump) vs raw copy / dump+restore by hand
 #   bench/bench.sh backup,upgrade [SCALE...] both on one pgbench fill per scale (saves fills)
+#   bench/bench.sh transport [SCALE...]      first backup, archive endpoint vs FIFO, interleaved, beside restic's
 #   bench/bench.sh physical [SCALE...]       backup --physical vs logical: time, growth, restore
 #   Several scales run one after the other in one run (default 70), each on a fresh
 #   instance; upgrade then ends with a table of the downtimes across the scales.
@@ -42,8 +43,8 @@ CMDLINE="bench/bench.sh${*:+ $*}"
 WHAT=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$WHAT" in
-  repo|backup|upgrade|backup,upgrade|upgrade,backup|physical) ;;
-  *) sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  repo|backup|upgrade|backup,upgrade|upgrade,backup|physical|transport) ;;
+  *) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 P="bench$$"                       # prefix of every compose project, volume, container
@@ -724,6 +725,8 @@ bench_upgrade() {
 # ================================================================= physical (issue 13)
 # shellcheck source=bench/physical.sh
 source "$ROOT/bench/physical.sh"
+# shellcheck source=bench/transport.sh
+source "$ROOT/bench/transport.sh"
 
 # ================================================================= main
 need_tools
@@ -735,7 +738,7 @@ out "\`\`\`"
 case "$WHAT" in
   repo)
     bench_repo "$@" ;;
-  backup|upgrade|backup,upgrade|upgrade,backup|physical)
+  backup|upgrade|backup,upgrade|upgrade,backup|physical|transport)
     [[ $# -gt 0 ]] || set -- 70
     out "# Instance benchmarks: $WHAT, pgbench scale${2:+s} $*"
     machine; MACHINE_DONE=1
@@ -752,6 +755,7 @@ case "$WHAT" in
       [[ $WHAT == *backup* ]] && bench_backup
       [[ $WHAT == *upgrade* ]] && bench_upgrade
       [[ $WHAT == physical ]] && bench_physical
+      [[ $WHAT == transport ]] && bench_transport
       timelines_out
     done
     [[ $WHAT != *upgrade* || $# -lt 2 ]] || across_scales "$@"
