@@ -461,6 +461,15 @@ record() { T[$1]=$2; R[$1]="${R[$1]:+${R[$1]} }$2"; }
 # volume's folder on the host, first and unchanged second; restore = `upkeep up`
 # of a fresh instance, `restic dump … | pg_restore --no-owner`, `restic restore`
 # of the folder into the new volume's. Fresh repository each round.
+# restic_backup SUFFIX PG MNT REPO: one backup of the restic path into REPO:
+# rs_dumpSUFFIX, rs_volSUFFIX and their sum rs_bSUFFIX.
+restic_backup() {
+  local n=$1 pg=$2 mnt=$3 rr=$4
+  export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
+  sh_timed "rs_dump$n" "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | restic -q -r $rr backup --stdin --stdin-filename $ENVDB.dump >/dev/null"
+  sh_timed "rs_vol$n" "cd $mnt && restic -q -r $rr backup . >/dev/null"
+  record "rs_b$n" "$(calc "printf \"%.2f\", ${T[rs_dump$n]} + ${T[rs_vol$n]}")"
+}
 restic_round() {
   local pg=$1 vol=$2 rr="$WORK/restic-s$SCALE-r$ROUND" mnt mnt2 pg2
   export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
@@ -468,9 +477,7 @@ restic_round() {
   restic -q -r "$rr" init >/dev/null
   local i
   for i in 1 2; do
-    sh_timed "rs_dump$i" "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | restic -q -r $rr backup --stdin --stdin-filename $ENVDB.dump >/dev/null"
-    sh_timed "rs_vol$i" "cd $mnt && restic -q -r $rr backup . >/dev/null"
-    record "rs_b$i" "$(calc "printf \"%.2f\", ${T[rs_dump$i]} + ${T[rs_vol$i]}")"
+    restic_backup "$i" "$pg" "$mnt" "$rr"
   done
   RS_REPO=$(dsize "$rr")
   timed rs_up "$UPKEEP" --site "$SITE" up v1.0.0 --as "${P}rss${SCALE}r$ROUND"

@@ -14,11 +14,8 @@ transport_round() {
     UPKEEP_VOLUME_TRANSPORT=$t ptimed "b1_$t" "$UPKEEP" --site "$SITE" backup "$SRC" --repo "$WORK/repo-$t-r$ROUND" >/dev/null
     rm -rf "$WORK/repo-$t-r$ROUND"
   done
-  export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
-  restic -q -r "$rr" init >/dev/null
-  sh_timed rs_dump "docker exec -u postgres $pg pg_dump -Fc -U $ENVU $ENVDB | restic -q -r $rr backup --stdin --stdin-filename $ENVDB.dump >/dev/null"
-  sh_timed rs_vol "cd $mnt && restic -q -r $rr backup . >/dev/null"
-  record rs_b "$(calc "printf \"%.2f\", ${T[rs_dump]} + ${T[rs_vol]}")"
+  RESTIC_PASSWORD=bench restic -q -r "$rr" init >/dev/null
+  restic_backup "" "$pg" "$mnt" "$rr"
   rm -rf "$rr"
 }
 

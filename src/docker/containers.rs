@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, Mount, MountType};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use serde::Serialize;
 
@@ -198,24 +198,42 @@ impl Engine {
         cmd: &[&str],
         mounts: &[(&str, &str, bool)],
     ) -> Result<(i64, String)> {
-        use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
         let mounts = mounts
             .iter()
-            .map(|(volume, target, read_only)| Mount {
-                source: Some(volume.to_string()),
-                target: Some(target.to_string()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(*read_only),
-                ..Default::default()
+            .map(|(volume, target, read_only)| {
+                helper_mount(volume, target, MountType::VOLUME, *read_only)
             })
             .collect();
+        let entrypoint = cmd.iter().map(|s| s.to_string()).collect();
+        let running = || format!("running `{}` in {image}", cmd.join(" "));
+        let id = self
+            .start_helper(image, entrypoint, user, "run", mounts)
+            .with_context(running)?;
+        let result = (|| {
+            Ok::<_, anyhow::Error>((self.container_exit_code(&id)?, self.helper_output(&id)?))
+        })();
+        self.remove_container(&id);
+        result.with_context(running)
+    }
+
+    /// Creates and starts a helper container of `image` running
+    /// `entrypoint` (the image's own replaced) as `user`, with no network,
+    /// labelled `org.upkeep.helper=label`; removed again if it cannot start.
+    pub(super) fn start_helper(
+        &self,
+        image: &str,
+        entrypoint: Vec<String>,
+        user: Option<&str>,
+        label: &str,
+        mounts: Vec<Mount>,
+    ) -> Result<String> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
-            entrypoint: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            entrypoint: Some(entrypoint),
             cmd: Some(Vec::new()),
             network_disabled: Some(true),
             user: user.map(str::to_string),
-            labels: Some(self.owned_labels([("org.upkeep.helper", "run")])),
+            labels: Some(self.owned_labels([("org.upkeep.helper", label)])),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 ..Default::default()
@@ -226,12 +244,11 @@ impl Engine {
             .block_on(self.api.create_container(None, body))
             .with_context(|| format!("creating a container from {image}"))?
             .id;
-        let result = (|| {
-            self.block_on(self.api.start_container(&id, None))?;
-            Ok::<_, anyhow::Error>((self.container_exit_code(&id)?, self.helper_output(&id)?))
-        })();
-        self.remove_container(&id);
-        result.with_context(|| format!("running `{}` in {image}", cmd.join(" ")))
+        if let Err(e) = self.block_on(self.api.start_container(&id, None)) {
+            self.remove_container(&id);
+            return Err(e).with_context(|| format!("starting a container from {image}"));
+        }
+        Ok(id)
     }
 
     /// Waits for a started container to end; its exit code.
@@ -474,6 +491,18 @@ impl Engine {
     pub fn probe_once(&self, id: &str, argv: &[String]) -> bool {
         let cmd: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.exec(&super::ExecSpec::new(id, &cmd), None).is_ok()
+    }
+}
+
+/// A mount of `source` (a volume name, or a host folder for
+/// `MountType::BIND`) at `target` in a helper container.
+pub(super) fn helper_mount(source: &str, target: &str, typ: MountType, read_only: bool) -> Mount {
+    Mount {
+        source: Some(source.to_string()),
+        target: Some(target.to_string()),
+        typ: Some(typ),
+        read_only: Some(read_only),
+        ..Default::default()
     }
 }
 

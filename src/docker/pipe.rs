@@ -26,8 +26,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::MountType;
 
+use super::containers::helper_mount;
 use super::volume_data::MOUNT;
 use super::Engine;
 
@@ -175,44 +176,17 @@ impl Engine {
         };
         entrypoint.push("tar".into());
         entrypoint.extend(args.iter().chain(&TAR_COMMON).map(|s| s.to_string()));
-        let mount = |source: String, target: &str, typ, read_only| Mount {
-            source: Some(source),
-            target: Some(target.into()),
-            typ: Some(typ),
-            read_only: Some(read_only),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            entrypoint: Some(entrypoint),
-            cmd: Some(Vec::new()),
-            // root, as the engine's archive endpoint: every owner kept
-            user: Some("0:0".into()),
-            network_disabled: Some(true),
-            labels: Some(self.owned_labels([("org.upkeep.helper", volume)])),
-            host_config: Some(HostConfig {
-                mounts: Some(vec![
-                    mount(volume.into(), MOUNT, MountType::VOLUME, read_only),
-                    mount(
-                        fifo.dir.path().to_string_lossy().into_owned(),
-                        IO_DIR,
-                        MountType::BIND,
-                        true,
-                    ),
-                ]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = self
-            .block_on(self.api.create_container(None, body))
-            .with_context(|| format!("creating a tar helper from image {image}"))?
-            .id;
-        if let Err(e) = self.block_on(self.api.start_container(&id, None)) {
-            self.remove_container(&id);
-            return Err(e).with_context(|| format!("starting a tar helper from image {image}"));
-        }
-        Ok(id)
+        let mounts = vec![
+            helper_mount(volume, MOUNT, MountType::VOLUME, read_only),
+            helper_mount(
+                &fifo.dir.path().to_string_lossy(),
+                IO_DIR,
+                MountType::BIND,
+                true,
+            ),
+        ];
+        // root, as the engine's archive endpoint: every owner kept
+        self.start_helper(image, entrypoint, Some("0:0"), volume, mounts)
     }
 
     /// Opens `volume` as a tar stream through a pipe, with the helper
@@ -409,10 +383,7 @@ impl Engine {
     }
 
     fn is_running(&self, id: &str) -> Result<bool> {
-        let inspect = self
-            .block_on(self.api.inspect_container(id, None))
-            .with_context(|| format!("inspecting tar helper {id}"))?;
-        Ok(inspect.state.and_then(|s| s.running).unwrap_or(false))
+        Ok(self.container_info(id)?.state == "running")
     }
 }
 

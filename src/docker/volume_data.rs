@@ -7,12 +7,13 @@
 use std::io::{self, Read};
 
 use anyhow::{Context, Result};
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, HostConfig, MountType};
 use bollard::query_parameters::{
     DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
 
+use super::containers::helper_mount;
 use super::pipe::{Attempt, PipeSource};
 use super::stream::{body_from_reader, StreamReader};
 use super::Engine;
@@ -76,13 +77,7 @@ impl Engine {
             cmd: Some(vec!["true".into()]),
             labels: Some(self.owned_labels([("org.upkeep.helper", source)])),
             host_config: Some(HostConfig {
-                mounts: Some(vec![Mount {
-                    target: Some(MOUNT.into()),
-                    source: Some(source.into()),
-                    typ: Some(typ),
-                    read_only: Some(read_only),
-                    ..Default::default()
-                }]),
+                mounts: Some(vec![helper_mount(source, MOUNT, typ, read_only)]),
                 ..Default::default()
             }),
             ..Default::default()
